@@ -1,0 +1,348 @@
+"""The query layer: every read of the store, scoped to one project, with bound parameters.
+
+The read API serves these and the alert engine evaluates over them, so a chart and a page never
+disagree. Conventions:
+- ``FINAL`` on the spans table: a span re-sent by an exporter retry (same trace and span id) is
+  stored twice until a merge, and counts once in every query;
+- one call, one count: an LLM call reported by two spans (a client's own telemetry plus an
+  instrumentation) shares its response id (``CallKey``); tokens, cost and calls take it once;
+- a task is a trace, found by its root span (no parent) starting in the window.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agentwatch.collector.migrations import SPANS_TABLE, TRACE_LOOKUP_TABLE
+from agentwatch.collector.store import Store
+
+TRACE_ID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+DEFAULT_LOOP_REPEATS = 3
+
+
+class QueryError(ValueError):
+    """A parameter that cannot be served (400 with this message)."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who asks and about what: every query takes one."""
+
+    project: str
+    start_ms: int
+    end_ms: int
+    service: str = ""
+
+    def params(self) -> dict[str, Any]:
+        return {"project": self.project, "from_ms": self.start_ms, "to_ms": self.end_ms, "service": self.service}
+
+
+WHERE = (
+    "ProjectId = {project:String}"
+    " AND Timestamp >= fromUnixTimestamp64Milli({from_ms:Int64})"
+    " AND Timestamp < fromUnixTimestamp64Milli({to_ms:Int64})"
+    " AND ({service:String} = '' OR ServiceName = {service:String})"
+)
+
+
+def iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _round(v: float | None, n: int = 3) -> float | None:
+    return None if v is None else round(float(v), n)
+
+
+def _pcts(vals: list[float] | None) -> dict[str, float | None]:
+    if not vals or len(vals) != 3:
+        return {"p50": None, "p95": None, "p99": None}
+    return {"p50": _round(vals[0]), "p95": _round(vals[1]), "p99": _round(vals[2])}
+
+
+def overview(store: Store, scope: Scope) -> dict[str, Any]:
+    sql = f"""
+WITH s AS (
+    SELECT TraceId, ParentSpanId, Duration, Kind, Outcome, ErrorType, CallKey, InputTokens, OutputTokens,
+           CacheReadTokens, CacheWriteTokens, ReasoningTokens, CostUsd
+    FROM {SPANS_TABLE} FINAL WHERE {WHERE}
+),
+calls AS (
+    SELECT TraceId, CallKey, max(InputTokens) AS i, max(OutputTokens) AS o, max(CacheReadTokens) AS cr,
+           max(CacheWriteTokens) AS cw, max(ReasoningTokens) AS r, max(CostUsd) AS c
+    FROM s WHERE Kind = 'llm' GROUP BY TraceId, CallKey
+)
+SELECT
+    (SELECT countIf(ParentSpanId = '') FROM s) AS tasks,
+    (SELECT countIf(ParentSpanId = '' AND Outcome = 'ok') FROM s) AS tasks_ok,
+    (SELECT countIf(ParentSpanId = '' AND Outcome = 'error') FROM s) AS tasks_error,
+    (SELECT countIf(ParentSpanId = '' AND Outcome = 'escalated') FROM s) AS tasks_escalated,
+    (SELECT count() FROM s) AS spans,
+    (SELECT countIf(ErrorType != '') FROM s) AS errors,
+    (SELECT countIf(Kind = 'tool') FROM s) AS tool_calls,
+    (SELECT count() FROM calls) AS llm_calls,
+    (SELECT sum(i) FROM calls) AS input_tokens,
+    (SELECT sum(o) FROM calls) AS output_tokens,
+    (SELECT sum(cr) FROM calls) AS cache_read_tokens,
+    (SELECT sum(cw) FROM calls) AS cache_write_tokens,
+    (SELECT sum(r) FROM calls) AS reasoning_tokens,
+    (SELECT sum(c) FROM calls) AS cost_usd,
+    (SELECT countIf(c IS NULL AND (i > 0 OR o > 0)) FROM calls) AS unpriced_llm_calls,
+    (SELECT quantilesExactIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'task') FROM s) AS lat_task,
+    (SELECT quantilesExactIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'llm') FROM s) AS lat_llm,
+    (SELECT quantilesExactIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'tool') FROM s) AS lat_tool
+"""
+    r = store.query(sql, scope.params())[0]
+    tasks = int(r["tasks"] or 0)
+    return {
+        "from": iso(scope.start_ms * 1_000_000),
+        "to": iso(scope.end_ms * 1_000_000),
+        "service": scope.service or None,
+        "tasks": tasks,
+        "completion_rate": _round(r["tasks_ok"] / tasks, 4) if tasks else None,
+        "error_rate": _round(r["tasks_error"] / tasks, 4) if tasks else None,
+        "escalation_rate": _round(r["tasks_escalated"] / tasks, 4) if tasks else None,
+        "spans": int(r["spans"] or 0),
+        "llm_calls": int(r["llm_calls"] or 0),
+        "tool_calls": int(r["tool_calls"] or 0),
+        "errors": int(r["errors"] or 0),
+        "input_tokens": int(r["input_tokens"] or 0),
+        "output_tokens": int(r["output_tokens"] or 0),
+        "cache_read_tokens": int(r["cache_read_tokens"] or 0),
+        "cache_write_tokens": int(r["cache_write_tokens"] or 0),
+        "reasoning_tokens": int(r["reasoning_tokens"] or 0),
+        "cost_usd": _round(r["cost_usd"] or 0.0, 9),
+        "unpriced_llm_calls": int(r["unpriced_llm_calls"] or 0),
+        "latency_ms": {"task": _pcts(r["lat_task"]), "llm": _pcts(r["lat_llm"]), "tool": _pcts(r["lat_tool"])},
+    }
+
+
+TASK_SORTS = {
+    "start": "start_ns",
+    "duration": "duration_ns",
+    "cost": "cost_usd",
+    "tokens": "total_tokens",
+    "llm_calls": "llm_calls",
+    "tool_calls": "tool_calls",
+}
+OUTCOMES = ("ok", "error", "escalated", "budget_exceeded", "loop_stopped", "timeout")
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    sort: str = "start"
+    order: str = "desc"
+    limit: int = 50
+    offset: int = 0
+    outcome: str = ""
+    name: str = ""
+    loop: bool | None = None
+    min_cost: float | None = None
+    q: str = ""
+    loop_repeats: int = DEFAULT_LOOP_REPEATS
+
+    def validate(self) -> None:
+        if self.sort not in TASK_SORTS:
+            raise QueryError(f"sort must be one of {', '.join(TASK_SORTS)}, got {self.sort!r}")
+        if self.order not in ("asc", "desc"):
+            raise QueryError(f"order must be asc or desc, got {self.order!r}")
+        if not 1 <= self.limit <= 1000:
+            raise QueryError(f"limit must be between 1 and 1000, got {self.limit}")
+        if not 0 <= self.offset <= 1_000_000:
+            raise QueryError(f"offset must be between 0 and 1000000, got {self.offset}")
+        if self.outcome and self.outcome not in OUTCOMES:
+            raise QueryError(f"outcome must be one of {', '.join(OUTCOMES)}, got {self.outcome!r}")
+        if not 2 <= self.loop_repeats <= 100:
+            raise QueryError(f"loop_repeats must be between 2 and 100, got {self.loop_repeats}")
+
+
+# The per-task rollup, shared by every task-level query. Params: the scope's, plus loop_repeats.
+TASKS_CTE = f"""
+roots AS (
+    SELECT TraceId, toUnixTimestamp64Nano(Timestamp) AS start_ns, Duration AS duration_ns, ServiceName AS service,
+           if(TaskName != '', TaskName, SpanName) AS name, SpanName AS span_name, Outcome AS outcome,
+           ErrorType AS error_type, ConversationId AS conversation_id, SessionId AS session_id, UserId AS user_id,
+           Timestamp AS ts, EndTime AS te
+    FROM {SPANS_TABLE} FINAL WHERE {WHERE} AND ParentSpanId = ''
+),
+members AS (
+    SELECT TraceId, Timestamp, Kind, CallKey, InputTokens, OutputTokens, CacheReadTokens, CacheWriteTokens,
+           ReasoningTokens, CostUsd, ToolName, ToolArgsHash, ErrorType, Model
+    FROM {SPANS_TABLE} FINAL
+    WHERE ProjectId = {{project:String}}
+      AND Timestamp >= (SELECT min(ts) FROM roots) AND Timestamp <= (SELECT max(te) FROM roots)
+      AND TraceId IN (SELECT TraceId FROM roots)
+),
+calls AS (
+    SELECT TraceId, CallKey, max(InputTokens) AS i, max(OutputTokens) AS o, max(CacheReadTokens) AS cr,
+           max(CacheWriteTokens) AS cw, max(ReasoningTokens) AS r, max(CostUsd) AS c, any(Model) AS model
+    FROM members WHERE Kind = 'llm' GROUP BY TraceId, CallKey
+),
+call_totals AS (
+    SELECT TraceId, count() AS llm_calls, sum(i) AS input_tokens, sum(o) AS output_tokens,
+           sum(cr) AS cache_read_tokens, sum(cw) AS cache_write_tokens, sum(r) AS reasoning_tokens,
+           sum(c) AS priced_cost, countIf(c IS NULL AND (i > 0 OR o > 0)) AS unpriced_calls,
+           groupUniqArray(model) AS models
+    FROM calls GROUP BY TraceId
+),
+span_totals AS (
+    SELECT TraceId, count() AS steps, countIf(Kind = 'tool') AS tool_calls, countIf(ErrorType != '') AS errors,
+           arrayFold(
+               (acc, x) -> if(x = acc.2, (greatest(acc.1, acc.3 + 1), x, acc.3 + 1),
+                              (greatest(acc.1, toUInt64(1)), x, toUInt64(1))),
+               arrayMap(p -> p.2, arraySort(groupArrayIf((Timestamp, concat(ToolName, '#', ToolArgsHash)),
+                                                        Kind = 'tool'))),
+               (toUInt64(0), '', toUInt64(0))
+           ).1 AS max_repeats
+    FROM members GROUP BY TraceId
+),
+tasks AS (
+    SELECT TraceId, start_ns, duration_ns, service, name, outcome, error_type, conversation_id, session_id, user_id,
+           ifNull(llm_calls, 0) AS llm_calls, ifNull(input_tokens, 0) AS input_tokens,
+           ifNull(output_tokens, 0) AS output_tokens, ifNull(cache_read_tokens, 0) AS cache_read_tokens,
+           ifNull(cache_write_tokens, 0) AS cache_write_tokens, ifNull(reasoning_tokens, 0) AS reasoning_tokens,
+           ifNull(priced_cost, 0) AS cost_usd, ifNull(unpriced_calls, 0) AS unpriced_llm_calls, models,
+           ifNull(steps, 1) AS steps, ifNull(tool_calls, 0) AS tool_calls, ifNull(errors, 0) AS errors,
+           ifNull(max_repeats, 0) AS max_repeats, max_repeats >= {{loop_repeats:UInt32}} AS loop,
+           input_tokens + output_tokens AS total_tokens
+    FROM roots
+    LEFT JOIN call_totals USING TraceId
+    LEFT JOIN span_totals USING TraceId
+    SETTINGS join_use_nulls = 1
+)
+"""
+
+
+def tasks(store: Store, scope: Scope, f: TaskFilter) -> dict[str, Any]:
+    f.validate()
+    conds = ["1"]
+    params = {**scope.params(), "loop_repeats": f.loop_repeats}
+    if f.outcome:
+        conds.append("outcome = {outcome:String}")
+        params["outcome"] = f.outcome
+    if f.name:
+        conds.append("name = {name:String}")
+        params["name"] = f.name
+    if f.loop is not None:
+        conds.append("loop = {loop:UInt8}")
+        params["loop"] = int(f.loop)
+    if f.min_cost is not None:
+        conds.append("cost_usd >= {min_cost:Float64}")
+        params["min_cost"] = f.min_cost
+    if f.q:
+        conds.append("(positionCaseInsensitive(name, {q:String}) > 0 OR TraceId = lower({q:String}))")
+        params["q"] = f.q
+    order = f"{TASK_SORTS[f.sort]} {f.order.upper()}, TraceId"
+    sql = f"""
+WITH {TASKS_CTE}
+SELECT *, count() OVER () AS total FROM tasks WHERE {" AND ".join(conds)}
+ORDER BY {order} LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}
+"""
+    params.update(limit=f.limit, offset=f.offset)
+    rows = store.query(sql, params)
+    total = int(rows[0]["total"]) if rows else 0
+    items = [
+        {
+            "trace_id": r["TraceId"],
+            "service": r["service"],
+            "name": r["name"],
+            "start": iso(r["start_ns"]),
+            "duration_ms": _round(r["duration_ns"] / 1e6),
+            "outcome": r["outcome"],
+            "error_type": r["error_type"] or None,
+            "cost_usd": _round(r["cost_usd"], 9),
+            "unpriced_llm_calls": int(r["unpriced_llm_calls"]),
+            "input_tokens": int(r["input_tokens"]),
+            "output_tokens": int(r["output_tokens"]),
+            "cache_read_tokens": int(r["cache_read_tokens"]),
+            "cache_write_tokens": int(r["cache_write_tokens"]),
+            "reasoning_tokens": int(r["reasoning_tokens"]),
+            "llm_calls": int(r["llm_calls"]),
+            "tool_calls": int(r["tool_calls"]),
+            "steps": int(r["steps"]),
+            "errors": int(r["errors"]),
+            "models": sorted(m for m in (r["models"] or []) if m),
+            "loop": bool(r["loop"]),
+            "max_repeats": int(r["max_repeats"]),
+            "conversation_id": r["conversation_id"] or None,
+            "session_id": r["session_id"] or None,
+            "user_id": r["user_id"] or None,
+        }
+        for r in rows
+    ]
+    return {"items": items, "total": total, "limit": f.limit, "offset": f.offset}
+
+
+def trace(store: Store, project: str, trace_id: str) -> dict[str, Any] | None:
+    if not TRACE_ID_RE.match(trace_id):
+        raise QueryError("trace_id must be 32 hex digits")
+    tid = trace_id.lower()
+    sql = f"""
+WITH (SELECT min(Start) FROM {TRACE_LOOKUP_TABLE} WHERE TraceId = {{tid:String}}) AS lo,
+     (SELECT max(End) + 1 FROM {TRACE_LOOKUP_TABLE} WHERE TraceId = {{tid:String}}) AS hi
+SELECT SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, ScopeName, ScopeVersion,
+       toUnixTimestamp64Nano(Timestamp) AS start_ns, Duration, StatusCode, StatusMessage,
+       Kind, Operation, Provider, RequestModel, Model, InputTokens, OutputTokens, CacheReadTokens, CacheWriteTokens,
+       ReasoningTokens, CostUsd, PriceSource, TtftMs, ToolName, ToolArgsHash, AgentName, TaskName, ConversationId,
+       SessionId, UserId, ErrorType, Outcome, DecisionName, ResponseId, SpanAttributes, ResourceAttributes,
+       arrayMap(t -> toUnixTimestamp64Nano(t), Events.Timestamp) AS ev_ts, Events.Name AS ev_name,
+       Events.Attributes AS ev_attrs, Links.TraceId AS link_tid, Links.SpanId AS link_sid
+FROM {SPANS_TABLE} FINAL
+WHERE ProjectId = {{project:String}} AND TraceId = {{tid:String}} AND Timestamp >= lo AND Timestamp <= hi
+ORDER BY Timestamp, SpanId
+"""
+    rows = store.query(sql, {"project": project, "tid": tid})
+    if not rows:
+        return None
+    spans = [
+        {
+            "span_id": r["SpanId"],
+            "parent_span_id": r["ParentSpanId"] or None,
+            "name": r["SpanName"],
+            "span_kind": r["SpanKind"],
+            "service": r["ServiceName"],
+            "scope": {"name": r["ScopeName"], "version": r["ScopeVersion"]},
+            "start": iso(r["start_ns"]),
+            "start_ns": r["start_ns"],
+            "duration_ms": _round(r["Duration"] / 1e6),
+            "status": r["StatusCode"],
+            "status_message": r["StatusMessage"] or None,
+            "kind": r["Kind"],
+            "operation": r["Operation"] or None,
+            "provider": r["Provider"] or None,
+            "request_model": r["RequestModel"] or None,
+            "model": r["Model"] or None,
+            "input_tokens": r["InputTokens"],
+            "output_tokens": r["OutputTokens"],
+            "cache_read_tokens": r["CacheReadTokens"],
+            "cache_write_tokens": r["CacheWriteTokens"],
+            "reasoning_tokens": r["ReasoningTokens"],
+            "cost_usd": _round(r["CostUsd"], 9),
+            "price_source": r["PriceSource"] or None,
+            "ttft_ms": _round(r["TtftMs"]) if r["TtftMs"] else None,
+            "tool_name": r["ToolName"] or None,
+            "tool_args_hash": r["ToolArgsHash"] or None,
+            "agent_name": r["AgentName"] or None,
+            "task_name": r["TaskName"] or None,
+            "conversation_id": r["ConversationId"] or None,
+            "session_id": r["SessionId"] or None,
+            "user_id": r["UserId"] or None,
+            "error_type": r["ErrorType"] or None,
+            "outcome": r["Outcome"] if not r["ParentSpanId"] else None,
+            "decision_name": r["DecisionName"] or None,
+            "response_id": r["ResponseId"] or None,
+            "attributes": dict(r["SpanAttributes"]),
+            "resource": dict(r["ResourceAttributes"]),
+            "events": [
+                {"time": iso(t), "name": n, "attributes": dict(a)}
+                for t, n, a in zip(r["ev_ts"], r["ev_name"], r["ev_attrs"], strict=False)
+            ],
+            "links": [{"trace_id": t, "span_id": s} for t, s in zip(r["link_tid"], r["link_sid"], strict=False)],
+        }
+        for r in rows
+    ]
+    return {"trace_id": tid, "spans": spans}

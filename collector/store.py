@@ -1,0 +1,197 @@
+"""The one adapter between agentwatch and ClickHouse.
+
+Embedded by default (chDB: the ClickHouse engine in this process, data under ``data_dir``), or a
+ClickHouse server through clickhouse-connect when ``AGENTWATCH_CLICKHOUSE_URL`` is set. Both run the
+same SQL text with ``{name:Type}`` bound parameters and take inserts as Arrow IPC streams; nothing
+outside this module knows which one it talks to.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "agentwatch"
+
+
+class StoreError(RuntimeError):
+    """The store could not run a statement (down, full, or the statement is wrong)."""
+
+
+class Store(ABC):
+    """What the collector needs from ClickHouse, nothing more."""
+
+    database: str
+
+    @abstractmethod
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing (DDL, ALTER, INSERT ... SELECT)."""
+
+    @abstractmethod
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        """Run a SELECT and return its result as an Arrow table."""
+
+    @abstractmethod
+    def insert_arrow(self, table: str, columns: list[str], ipc_stream: bytes, *, dedup_token: str | None = None) -> int:
+        """Insert an Arrow IPC stream into ``table``; returns rows written. ``dedup_token`` makes a
+        repeated insert of the same block a no-op (replay after a crash)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.query_arrow(sql, params).to_pylist()
+
+    def ping(self) -> bool:
+        try:
+            self.query_arrow("SELECT 1 AS ok")
+            return True
+        except Exception:  # noqa: BLE001 - readiness is a yes/no question
+            return False
+
+
+def _insert_sql(table: str, columns: list[str], dedup_token: str | None) -> str:
+    cols = ", ".join(f"`{c}`" for c in columns)
+    settings = ""
+    if dedup_token:
+        # tokens are ours (segment ids), never user input; keep them to a safe alphabet anyway
+        safe = "".join(ch for ch in dedup_token if ch.isalnum() or ch in "-_.")
+        settings = f" SETTINGS insert_deduplication_token = '{safe}'"
+    return f"INSERT INTO {table} ({cols}){settings}"
+
+
+class ChdbStore(Store):
+    """chDB, in process. chDB locks its data directory: this process owns it.
+
+    Reads and writes use two connections so that a streaming insert never blocks the read API;
+    each connection is used by one thread at a time.
+    """
+
+    def __init__(self, data_dir: Path, *, database: str = DEFAULT_DATABASE) -> None:
+        import chdb
+
+        self.database = database
+        self.path = Path(data_dir) / "clickhouse"
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._read = chdb.connect(str(self.path))
+            self._write = chdb.connect(str(self.path))
+        except Exception as e:  # chDB refuses a directory another process holds
+            raise StoreError(
+                f"cannot open the embedded store at {self.path}: {e}. "
+                "Is another agentwatch collector using this --data-dir?"
+            ) from e
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        for conn in (self._read, self._write):
+            conn.query(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            conn.query(f"USE `{database}`")
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        with self._write_lock:
+            try:
+                self._write.query(sql, "CSV", params=params)
+            except Exception as e:
+                raise StoreError(str(e)) from e
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        with self._read_lock:
+            try:
+                return self._read.query(sql, "ArrowTable", params=params)
+            except Exception as e:
+                raise StoreError(str(e)) from e
+
+    def insert_arrow(self, table: str, columns: list[str], ipc_stream: bytes, *, dedup_token: str | None = None) -> int:
+        with self._write_lock:
+            try:
+                with self._write.send_insert(_insert_sql(table, columns, dedup_token), "ArrowStream") as ins:
+                    ins.append(ipc_stream)
+                    return int(ins.finish().rows_written)
+            except Exception as e:
+                raise StoreError(str(e)) from e
+
+    def close(self) -> None:
+        for conn in (self._read, self._write):
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                log.debug("closing a chDB connection failed", exc_info=True)
+
+
+class ClickHouseServerStore(Store):
+    """A ClickHouse server through clickhouse-connect (HTTP), e.g. ``http://user:pass@host:8123/agentwatch``."""
+
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+
+        u = urlparse(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise StoreError(f"AGENTWATCH_CLICKHOUSE_URL must look like http://user:pass@host:8123/db, got {url!r}")
+        self.database = (u.path or "/").strip("/") or DEFAULT_DATABASE
+        kwargs: dict[str, Any] = dict(
+            host=u.hostname,
+            port=u.port or (8443 if u.scheme == "https" else 8123),
+            username=unquote(u.username or "default"),
+            password=unquote(u.password or ""),
+            secure=u.scheme == "https",
+        )
+        try:
+            admin = clickhouse_connect.get_client(**kwargs)
+            admin.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+            admin.close()
+            self._client_kwargs = {**kwargs, "database": self.database}
+            self._local = threading.local()
+        except Exception as e:
+            raise StoreError(f"cannot reach ClickHouse at {u.hostname}:{kwargs['port']}: {e}") from e
+
+    def _client(self):
+        # clickhouse-connect clients are not thread-safe for concurrent queries: one per thread
+        client = getattr(self._local, "client", None)
+        if client is None:
+            import clickhouse_connect
+
+            client = clickhouse_connect.get_client(**self._client_kwargs)
+            self._local.client = client
+        return client
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        try:
+            self._client().command(sql, parameters=params)
+        except Exception as e:
+            raise StoreError(str(e)) from e
+
+    def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        try:
+            return self._client().query_arrow(sql, parameters=params)
+        except Exception as e:
+            raise StoreError(str(e)) from e
+
+    def insert_arrow(self, table: str, columns: list[str], ipc_stream: bytes, *, dedup_token: str | None = None) -> int:
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        try:
+            summary = self._client().raw_insert(
+                table, column_names=columns, insert_block=ipc_stream, settings=settings, fmt="ArrowStream"
+            )
+        except Exception as e:
+            raise StoreError(str(e)) from e
+        return int(summary.written_rows or 0)
+
+    def close(self) -> None:
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            client.close()
+
+
+def open_store(*, data_dir: Path, clickhouse_url: str | None) -> Store:
+    """The embedded store unless a ClickHouse server URL is configured."""
+    if clickhouse_url:
+        return ClickHouseServerStore(clickhouse_url)
+    return ChdbStore(data_dir)
