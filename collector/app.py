@@ -34,6 +34,11 @@ DEFAULT_WINDOW_S = 24 * 3600
 MAX_WINDOW_S = 400 * 86400
 
 
+From = Annotated[str | None, Query(alias="from", description="epoch seconds or ISO 8601; default: to - 24h")]
+To = Annotated[str | None, Query(description="epoch seconds or ISO 8601; default: now")]
+Service = Annotated[str | None, Query(description="only this service.name")]
+
+
 @dataclass
 class Collector:
     """Everything the app needs, built once per process."""
@@ -224,10 +229,6 @@ def create_app(collector: Collector) -> FastAPI:
         except StoreError as e:
             log.warning("read API: store error: %s", e)
             raise HTTPException(503, "the store is unavailable; try again shortly", {"Retry-After": "5"}) from None
-
-    From = Annotated[str | None, Query(alias="from", description="epoch seconds or ISO 8601; default: to - 24h")]
-    To = Annotated[str | None, Query(description="epoch seconds or ISO 8601; default: now")]
-    Service = Annotated[str | None, Query(description="only this service.name")]
 
     @app.get("/api/v1/overview", summary="Tasks, tokens, cost, errors and latency percentiles of a window")
     def overview(who: Principal = reader, start: From = None, to: To = None, service: Service = None) -> dict:
