@@ -252,11 +252,20 @@ def provider_of(attrs: dict[str, str]) -> str:
     return PROVIDER_VALUES.get(raw, raw)
 
 
+def _is_aggregate(attrs: dict[str, str]) -> bool:
+    """Agent and workflow spans may carry the run's total usage (semconv): priced via their LLM spans."""
+    return (
+        attrs.get(A.GEN_AI_OPERATION_NAME) in TASK_OPS
+        or attrs.get(OPENINFERENCE_KIND) in ("AGENT", "CHAIN")
+        or attrs.get(TRACELOOP_KIND) in ("workflow", "agent", "task")
+    )
+
+
 def llm_usage(attrs: dict[str, str]) -> LlmUsage | None:
-    """The usage to price, or None when the span reports no tokens (tools, tasks, most spans)."""
+    """The usage to price, or None when the span reports no tokens (tools, most spans) or is an aggregate."""
     inp = _count_py(attrs, INPUT_TOKENS)
     out = _count_py(attrs, OUTPUT_TOKENS)
-    if not inp and not out:
+    if (not inp and not out) or _is_aggregate(attrs):
         return None
     cr = _count_py(attrs, CACHE_READ_TOKENS)
     cw = _count_py(attrs, CACHE_WRITE_TOKENS)
