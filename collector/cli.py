@@ -172,15 +172,16 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_collector)
 
     k = sub.add_parser("keys", help="create, list and revoke API keys (embedded store: stop the collector first)")
-    store_flags(k)
     ks = k.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION")
     kc = ks.add_parser("create", help="create a key; printed once")
     kc.add_argument("--project", required=True)
     kc.add_argument("--role", required=True, choices=["ingest", "read", "admin"])
     kc.add_argument("--name", help="what the key is for")
-    ks.add_parser("list", help="list keys (prefixes only)")
+    kl = ks.add_parser("list", help="list keys (prefixes only)")
     kr = ks.add_parser("revoke", help="revoke by key prefix (first 12 characters) or whole key")
     kr.add_argument("prefix")
+    for leaf in (kc, kl, kr):
+        store_flags(leaf)
     k.set_defaults(fn=cmd_keys)
 
     m = sub.add_parser("migrate", help="apply schema migrations, or print their SQL")

@@ -86,8 +86,8 @@ class ChdbStore(Store):
             self._write = chdb.connect(str(self.path))
         except Exception as e:  # chDB refuses a directory another process holds
             raise StoreError(
-                f"cannot open the embedded store at {self.path}: {e}. "
-                "Is another agentwatch collector using this --data-dir?"
+                f"cannot open the embedded store at {self.path}: another agentwatch process holds it (chDB locks "
+                "its directory). Stop that process, use its HTTP API, or pass another --data-dir."
             ) from e
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()

@@ -20,7 +20,9 @@ from agentwatch.collector.fakellm import FakeLLMServer
 from agentwatch.collector.pricing import Pricer
 
 SCRIPT = Path(__file__).parent / "instrumented" / "run_client.py"
-PROVIDER = {"genai-openai": "openai", "openinference": "openai", "openllmetry": "openai", "genai-anthropic": "anthropic"}
+PROVIDER = {
+    "genai-openai": "openai", "openinference": "openai", "openllmetry": "openai", "genai-anthropic": "anthropic",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
