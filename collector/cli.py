@@ -108,6 +108,33 @@ def cmd_collector(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from agentwatch.collector.up import run_up
+
+    settings = _settings(args)
+    _setup_logging(json_lines=settings.log_json)
+    _check_port(settings.host, settings.port)
+    _check_port("127.0.0.1", args.dashboard_port)
+    return run_up(
+        data_dir=settings.data_dir,
+        host=settings.host,
+        port=settings.port,
+        dashboard_port=args.dashboard_port,
+        rules=args.rules,
+        demo=args.demo,
+        demo_rate=args.rate,
+    )
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from agentwatch.dashboard import main as dashboard_main
+
+    argv = ["--port", str(args.port)]
+    if args.api:
+        argv += ["--api", args.api]
+    return dashboard_main(argv)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from agentwatch.collector.auth import Keys, KeySpecError, Role
     from agentwatch.collector.migrations import migrate
@@ -170,6 +197,21 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--price-file", type=Path, help="YAML file of custom model prices")
     c.add_argument("--ttl-days", type=int, help="drop spans older than this many days")
     c.set_defaults(fn=cmd_collector)
+
+    u = sub.add_parser("up", help="collector + alerts + dashboard on the embedded store (--demo: and a demo fleet)")
+    u.add_argument("--demo", action="store_true", help="also run the demo fleet of agents")
+    u.add_argument("--rate", type=float, help="demo tasks per second (default 1)")
+    u.add_argument("--data-dir", type=Path, help="embedded store, spool and keys (default ./.agentwatch)")
+    u.add_argument("--host", help="collector bind address (default 127.0.0.1)")
+    u.add_argument("--port", type=int, help="collector port (default 4318)")
+    u.add_argument("--dashboard-port", type=int, default=8501, help="dashboard port (default 8501)")
+    u.add_argument("--rules", type=Path, help="alert rules file (default: built-in rules)")
+    u.set_defaults(fn=cmd_up)
+
+    d = sub.add_parser("dashboard", help="the Streamlit dashboard over a collector's read API")
+    d.add_argument("--api", help="collector URL (default $AGENTWATCH_ENDPOINT or http://127.0.0.1:4318)")
+    d.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
+    d.set_defaults(fn=cmd_dashboard)
 
     k = sub.add_parser("keys", help="create, list and revoke API keys (embedded store: stop the collector first)")
     ks = k.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION")
