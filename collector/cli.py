@@ -213,6 +213,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
     d.set_defaults(fn=cmd_dashboard)
 
+    sub.add_parser("demo", help="a demo fleet of agents sending to a collector (--endpoint, --tasks, --rate)")
+
     k = sub.add_parser("keys", help="create, list and revoke API keys (embedded store: stop the collector first)")
     ks = k.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION")
     kc = ks.add_parser("create", help="create a key; printed once")
@@ -236,6 +238,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:  # its own parser: everything after `demo` is its
+        from agentwatch.collector.demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
