@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench venv clean chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +18,18 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/agentwatch collector
+	$(BIN)/agentwatch up --demo
+
+# the dashboard's browser test needs Debian's chromium; installed when missing (root, as on CI)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (Debian package) for the dashboard test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) lint
+test: $(STAMP) lint chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

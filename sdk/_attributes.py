@@ -64,3 +64,70 @@ EVENT_CIRCUIT_HALF_OPEN = "agentwatch.circuit.half_open"
 EVENT_CIRCUIT_CLOSED = "agentwatch.circuit.closed"
 
 OUTCOMES = ("ok", "error", "escalated", "budget_exceeded", "loop_stopped", "timeout")
+
+# --- added by the SDK (attributes of the agentwatch span events, and a few more span attributes) ---
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS = "gen_ai.usage.cache_write.input_tokens"  # in-flight rename of cache_creation
+GEN_AI_USAGE_PROMPT_TOKENS = "gen_ai.usage.prompt_tokens"  # deprecated alias of input_tokens
+GEN_AI_USAGE_COMPLETION_TOKENS = "gen_ai.usage.completion_tokens"  # deprecated alias of output_tokens
+GEN_AI_TOOL_DESCRIPTION = "gen_ai.tool.description"
+GEN_AI_TOOL_DEFINITIONS = "gen_ai.tool.definitions"
+OP_TEXT_COMPLETION = "text_completion"
+OP_GENERATE_CONTENT = "generate_content"
+OP_EMBEDDINGS = "embeddings"
+LLM_OPERATIONS = frozenset({OP_CHAT, OP_TEXT_COMPLETION, OP_GENERATE_CONTENT, OP_EMBEDDINGS})
+
+BUDGET_WHAT = "agentwatch.budget.what"  # usd | tokens | llm_calls | tool_calls | seconds
+BUDGET_LIMIT = "agentwatch.budget.limit"  # double
+BUDGET_VALUE = "agentwatch.budget.value"  # double: what the task had used when the breach was seen
+BUDGET_ACTION = "agentwatch.budget.action"  # raise | warn
+LOOP_TOOL = "agentwatch.loop.tool"
+LOOP_ARGS_HASH = "agentwatch.loop.args_hash"
+LOOP_REPEATS = "agentwatch.loop.repeats"  # int: identical calls in a row, this one included
+LOOP_THRESHOLD = "agentwatch.loop.threshold"
+LOOP_ACTION = "agentwatch.loop.action"  # raise | warn
+CIRCUIT_TOOL = "agentwatch.circuit.tool"
+CIRCUIT_STATE = "agentwatch.circuit.state"  # closed | open | half_open (the new state)
+CIRCUIT_FAILURES = "agentwatch.circuit.failures"  # consecutive failures so far
+CIRCUIT_THRESHOLD = "agentwatch.circuit.threshold"
+CIRCUIT_COOLDOWN_S = "agentwatch.circuit.cooldown_s"
+
+# attribute keys whose values are identifiers, names or numbers-as-text: never masked
+NEVER_MASKED = frozenset(
+    {
+        GEN_AI_OPERATION_NAME,
+        GEN_AI_PROVIDER_NAME,
+        GEN_AI_SYSTEM,
+        GEN_AI_REQUEST_MODEL,
+        GEN_AI_RESPONSE_MODEL,
+        GEN_AI_RESPONSE_ID,
+        GEN_AI_RESPONSE_FINISH_REASONS,
+        GEN_AI_AGENT_NAME,
+        GEN_AI_AGENT_ID,
+        GEN_AI_TOOL_NAME,
+        GEN_AI_TOOL_CALL_ID,
+        GEN_AI_TOOL_TYPE,
+        ERROR_TYPE,
+        TASK_NAME,
+        TASK_OUTCOME,
+        TOOL_ARGS_HASH,
+        DECISION_NAME,
+        LOOP_TOOL,
+        LOOP_ARGS_HASH,
+        CIRCUIT_TOOL,
+        BUDGET_WHAT,
+        "server.address",
+        "exception.type",
+    }
+)
+
+# attributes that carry content: exported only when content capture is on
+CONTENT_KEYS = frozenset(
+    {
+        GEN_AI_INPUT_MESSAGES,
+        GEN_AI_OUTPUT_MESSAGES,
+        GEN_AI_SYSTEM_INSTRUCTIONS,
+        GEN_AI_TOOL_CALL_ARGUMENTS,
+        GEN_AI_TOOL_CALL_RESULT,
+        GEN_AI_TOOL_DEFINITIONS,
+    }
+)

@@ -1,0 +1,117 @@
+"""JSON for span attributes: canonical arguments and their hash, results, and messages in the semconv parts shape."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def _default(value: Any) -> Any:
+    # Anything json cannot encode: keep it deterministic (no memory addresses), so the hash of equal
+    # arguments is equal across calls.
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None)  # pydantic v2
+    if callable(dump):
+        try:
+            return dump(mode="json")
+        except Exception:  # noqa: BLE001 - any odd model falls through to the generic cases
+            pass
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, (tuple, range)):
+        return list(value)
+    text = repr(value)
+    if " at 0x" in text:
+        return f"<{type(value).__qualname__}>"
+    return text
+
+
+_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default, check_circular=True
+).encode
+_plain = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_default).encode
+
+
+def canonical_json(value: Any) -> str:
+    """Arguments as canonical JSON: sorted keys, no whitespace. The same arguments give the same string."""
+    try:
+        return _canonical(value)
+    except (TypeError, ValueError):  # non-string keys, circular structures
+        return _canonical(repr(value))
+
+
+def args_hash(canonical: str) -> str:
+    """``agentwatch.tool.args_hash``: the first 16 hex digits of the SHA-256 of the canonical arguments."""
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def to_json(value: Any, max_chars: int) -> str:
+    """A result or message list as compact JSON, without serialising more than ~``max_chars`` of a long string."""
+    if isinstance(value, str):
+        if len(value) > max_chars:
+            value = value[:max_chars]
+        return _plain(value)
+    try:
+        return _plain(value)
+    except (TypeError, ValueError):
+        return _plain(repr(value))
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if isinstance(content, Mapping):
+        return [dict(content)]
+    parts: list[dict[str, Any]] = []
+    for item in content:
+        if isinstance(item, str):
+            parts.append({"type": "text", "content": item})
+        elif isinstance(item, Mapping):
+            part = dict(item)
+            if part.get("type") == "text" and "content" not in part and "text" in part:
+                part["content"] = part.pop("text")
+            parts.append(part)
+        else:
+            parts.append({"type": "text", "content": str(item)})
+    return parts
+
+
+def messages(items: Iterable[Any], *, output: bool = False, finish_reasons: list[str] | None = None) -> list[Any]:
+    """Messages in the GenAI semconv 1.41 shape (``role`` + ``parts``; output messages with ``finish_reason``).
+
+    Accepts that shape as is, OpenAI-style ``{"role", "content"}`` dicts, or plain strings (a user message in, an
+    assistant message out).
+    """
+    result: list[Any] = []
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            message: dict[str, Any] = {"role": "assistant" if output else "user", "parts": _parts(item)}
+        elif isinstance(item, Mapping):
+            message = {"role": item.get("role", "assistant" if output else "user")}
+            message["parts"] = _parts(item["parts"]) if "parts" in item else _parts(item.get("content"))
+            if "name" in item:
+                message["name"] = item["name"]
+            if "finish_reason" in item:
+                message["finish_reason"] = item["finish_reason"]
+        else:
+            message = {"role": "assistant" if output else "user", "parts": _parts(str(item))}
+        if output and "finish_reason" not in message:
+            reasons = finish_reasons or []
+            message["finish_reason"] = reasons[index] if index < len(reasons) else (reasons[-1] if reasons else "stop")
+        result.append(message)
+    return result
+
+
+def error_type(error: BaseException) -> str:
+    """``error.type``: the exception's qualified name, builtins unqualified (as the OTel SDK's exception event)."""
+    cls = type(error)
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
