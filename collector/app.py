@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agentwatch.collector import queries
+from agentwatch.collector import api_analytics, queries
 from agentwatch.collector.auth import Keys, Principal, Role
 from agentwatch.collector.ingest import JSON, Ingestor, Outcome
 from agentwatch.collector.metrics import IngestStats, Metrics
@@ -110,11 +111,24 @@ def _scope(principal: Principal, start: str | None, end: str | None, service: st
     return queries.Scope(principal.project, int(t_start * 1000), int(t_end * 1000), service or "")
 
 
+def _tune_gc() -> None:
+    """Decoding allocates ~15 short-lived tuples and lists a span; with the default thresholds the cyclic
+    GC runs every 700 allocations and walks every long-lived object (modules, chDB, pyarrow, prices) each
+    time it reaches the older generations, which cost ~40 % of the decode path under load. The startup
+    objects are frozen out of the collections and the young generation collected less often; nothing on
+    the ingest path makes cycles, so garbage is still freed at once by reference counting."""
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 100))
+
+
 def create_app(collector: Collector) -> FastAPI:
     c = collector
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _tune_gc()
         c.writer.start()
         try:
             yield
@@ -282,4 +296,5 @@ def create_app(collector: Collector) -> FastAPI:
             raise HTTPException(404, "no such key in this project")
         return {"revoked": run(c.keys.revoke, prefix)}
 
+    app.include_router(api_analytics.router(c, reader))
     return app

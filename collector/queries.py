@@ -92,9 +92,9 @@ SELECT
     (SELECT sum(r) FROM calls) AS reasoning_tokens,
     (SELECT sum(c) FROM calls) AS cost_usd,
     (SELECT countIf(c IS NULL AND (i > 0 OR o > 0)) FROM calls) AS unpriced_llm_calls,
-    (SELECT quantilesExactIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'task') FROM s) AS lat_task,
-    (SELECT quantilesExactIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'llm') FROM s) AS lat_llm,
-    (SELECT quantilesExactIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'tool') FROM s) AS lat_tool
+    (SELECT quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'task') FROM s) AS lat_task,
+    (SELECT quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'llm') FROM s) AS lat_llm,
+    (SELECT quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'tool') FROM s) AS lat_tool
 """
     r = store.query(sql, scope.params())[0]
     tasks = int(r["tasks"] or 0)
