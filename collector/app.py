@@ -19,6 +19,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agentwatch.alerts import AlertService
+from agentwatch.alerts.api import router as alerts_router
 from agentwatch.collector import api_analytics, queries
 from agentwatch.collector.auth import Keys, Principal, Role
 from agentwatch.collector.ingest import JSON, Ingestor, Outcome
@@ -125,14 +127,17 @@ def _tune_gc() -> None:
 
 def create_app(collector: Collector) -> FastAPI:
     c = collector
+    alerts = AlertService.for_collector(c)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _tune_gc()
         c.writer.start()
+        await run_in_threadpool(alerts.start)
         try:
             yield
         finally:
+            await run_in_threadpool(alerts.stop)
             await run_in_threadpool(c.writer.stop)
 
     app = FastAPI(
@@ -142,6 +147,8 @@ def create_app(collector: Collector) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.collector = c
+    app.state.alerts = alerts
+    app.include_router(alerts_router)
 
     def principal(role: Role):
         def dep(authorization: Annotated[str | None, Header()] = None) -> Principal:

@@ -103,7 +103,13 @@ def cmd_collector(args: argparse.Namespace) -> int:
         settings.clickhouse_url.split("@")[-1] if settings.clickhouse_url else f"embedded chDB in {settings.data_dir}"
     )
     log.info("agentwatch collector on http://%s:%d (store: %s)", settings.host, settings.port, where)
-    uvicorn.run(create_app(collector), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    from agentwatch.alerts import AlertConfigError
+
+    try:
+        app = create_app(collector)
+    except AlertConfigError as e:
+        raise CliError(str(e)) from None
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     store.close()
     return 0
 
@@ -196,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--port", type=int, help="port (default 4318)")
     c.add_argument("--price-file", type=Path, help="YAML file of custom model prices")
     c.add_argument("--ttl-days", type=int, help="drop spans older than this many days")
+    c.add_argument("--rules", type=Path, help="alert rules YAML (default: built-in rules when Slack/PagerDuty is set)")
     c.set_defaults(fn=cmd_collector)
 
     u = sub.add_parser("up", help="collector + alerts + dashboard on the embedded store (--demo: and a demo fleet)")
@@ -234,6 +241,9 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--cluster", help="with --print-sql: ON CLUSTER, Replicated and Distributed tables")
     m.add_argument("--ttl-days", type=int)
     m.set_defaults(fn=cmd_migrate)
+    from agentwatch.alerts.cli import register as register_alerts
+
+    register_alerts(sub)
     return p
 
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agentwatch.alerts import schema as alert_schema
 from agentwatch.collector.normalize import typed_columns
 from agentwatch.collector.store import Store
 
@@ -23,6 +24,8 @@ SPANS_TABLE = "otel_traces"
 TRACE_LOOKUP_TABLE = "otel_traces_trace_id_ts"
 KEYS_TABLE = "api_keys"
 INGEST_STATS_TABLE = "ingest_stats"
+LLM_CALLS_TABLE = "llm_calls"
+TASK_ROLLUP_TABLE = "task_rollup"
 
 # the exporter's INSERT columns, in its order (STANDARDS.md 4.5), then ours
 OTEL_INSERT_COLUMNS = [
@@ -171,6 +174,149 @@ ORDER BY (ProjectId, Minute, Stage, Reason)"""
     return out
 
 
+def _distributed(t: Target, name: str, key: str = "cityHash64(TraceId)") -> list[str]:
+    if not t.cluster:
+        return []
+    return [
+        f"CREATE TABLE IF NOT EXISTS {name}{t.on_cluster()} AS {t.local(name)} "
+        f"ENGINE = Distributed(`{t.cluster}`, currentDatabase(), {t.local(name)}, {key})"
+    ]
+
+
+# The rows a rollup view sees: one inserted block of spans. Spans of one trace may come in several blocks and
+# the same span may come twice (exporter retry, spool replay, a stock OTel Collector), so every column below is an
+# idempotent aggregate (min, max, uniqExact, groupUniqArray): re-inserting a span never changes a result, and
+# rows of one key need no merge to be right, because every read GROUP BYs the key with the matching -Merge/min/max.
+def _llm_calls_ddl(t: Target) -> list[str]:
+    """One row per LLM call (``CallKey``: the response id, else the span id) per trace, per hour of its spans.
+
+    Why: token bombs, spend spikes, per-task tokens and cost all want "one call, one count" — an LLM call reported
+    by two spans (a client library's own span + an instrumentation's, which may carry different token values) is
+    counted once, with the max of each field. Sums over spans cannot do that and are not idempotent; max per call
+    is both. A read is ``GROUP BY TraceId, CallKey`` with max()/min() over a table ~half the spans' row count and
+    a handful of narrow columns, with no FINAL.
+
+    - ``Hour`` (of each span) leads the key after the project, so a window prunes by primary key; the two spans of
+      a call that straddle an hour land in two rows, merged by the read's GROUP BY. Day partitions as the spans
+      table, so ``ttl_only_drop_parts`` drops whole days.
+    - ``First`` = min((Timestamp, SpanId)): the call's start and its first span id (ties broken by span id, so the
+      answer is deterministic).
+    - Strings (service, provider, model) are max(): the two spans of one call agree on them in practice; max makes
+      the pick deterministic where they do not.
+    """
+    table = t.local(LLM_CALLS_TABLE)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {table}{t.on_cluster()} (
+    ProjectId LowCardinality(String),
+    Hour DateTime,
+    TraceId String CODEC(ZSTD(1)),
+    CallKey String CODEC(ZSTD(1)),
+    First SimpleAggregateFunction(min, Tuple(ts DateTime64(9), span_id String)) CODEC(ZSTD(1)),
+    ServiceName SimpleAggregateFunction(max, LowCardinality(String)),
+    Provider SimpleAggregateFunction(max, LowCardinality(String)),
+    RequestModel SimpleAggregateFunction(max, LowCardinality(String)),
+    Model SimpleAggregateFunction(max, LowCardinality(String)),
+    InputTokens SimpleAggregateFunction(max, UInt64) CODEC(T64, ZSTD(1)),
+    OutputTokens SimpleAggregateFunction(max, UInt64) CODEC(T64, ZSTD(1)),
+    CacheReadTokens SimpleAggregateFunction(max, UInt64) CODEC(T64, ZSTD(1)),
+    CacheWriteTokens SimpleAggregateFunction(max, UInt64) CODEC(T64, ZSTD(1)),
+    ReasoningTokens SimpleAggregateFunction(max, UInt64) CODEC(T64, ZSTD(1)),
+    CostUsd SimpleAggregateFunction(max, Nullable(Float64)) CODEC(ZSTD(1)),
+    Duration SimpleAggregateFunction(max, UInt64) CODEC(T64, ZSTD(1))
+) ENGINE = {t.engine("AggregatingMergeTree", table)}
+PARTITION BY toDate(Hour)
+ORDER BY (ProjectId, Hour, TraceId, CallKey)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {LLM_CALLS_TABLE}_mv{t.on_cluster()} TO {table} AS
+{_LLM_CALLS_SELECT.format(src=t.local(SPANS_TABLE))}""",
+        *_distributed(t, LLM_CALLS_TABLE),
+        # backfill: the spans stored before this migration (idempotent: a span also seen by the view, or a second
+        # run, changes nothing). On a cluster, run it on each shard (it reads the shard's local spans).
+        f"INSERT INTO {table} {_LLM_CALLS_SELECT.format(src=t.local(SPANS_TABLE))}",
+    ]
+
+
+_LLM_CALLS_SELECT = """SELECT ProjectId, toStartOfHour(toDateTime(Timestamp)) AS Hour, TraceId, CallKey,
+       min((Timestamp, SpanId)) AS First, max(ServiceName) AS ServiceName, max(Provider) AS Provider,
+       max(RequestModel) AS RequestModel, max(Model) AS Model, max(InputTokens) AS InputTokens,
+       max(OutputTokens) AS OutputTokens, max(CacheReadTokens) AS CacheReadTokens,
+       max(CacheWriteTokens) AS CacheWriteTokens, max(ReasoningTokens) AS ReasoningTokens, max(CostUsd) AS CostUsd,
+       max(Duration) AS Duration
+FROM {src}
+WHERE Kind = 'llm'
+GROUP BY ProjectId, Hour, TraceId, CallKey"""
+
+# the root span's fields, as one comparable tuple: max() over a trace's spans picks the root's (has = 1)
+ROOT_TUPLE_TYPE = (
+    "Tuple(has UInt8, ts DateTime64(9), dur UInt64, service String, name String, span_name String, outcome String,"
+    " error_type String, conversation_id String, session_id String, user_id String, span_id String)"
+)
+_ROOT_EXPR = (
+    "CAST(if(ParentSpanId = '', tuple(toUInt8(1), Timestamp, Duration, toString(s.ServiceName),"
+    " if(TaskName != '', toString(TaskName), toString(SpanName)), toString(SpanName), toString(Outcome),"
+    " toString(ErrorType), ConversationId, SessionId, UserId, SpanId),"
+    " tuple(toUInt8(0), toDateTime64(0, 9), toUInt64(0), '', '', '', '', '', '', '', '', '')),"
+    f" '{ROOT_TUPLE_TYPE}')"
+)
+_TASK_ROLLUP_SELECT = f"""SELECT ProjectId, toStartOfHour(toDateTime(Timestamp)) AS Hour, TraceId,
+       max(ServiceName) AS ServiceName, min(Timestamp) AS Start, max(EndTime) AS End, max({_ROOT_EXPR}) AS Root,
+       uniqExactState(SpanId) AS Spans, uniqExactStateIf(SpanId, Kind = 'tool') AS ToolSpans,
+       uniqExactStateIf(SpanId, ErrorType != '') AS ErrorSpans,
+       uniqExactStateIf(CallKey, Kind = 'llm') AS Calls,
+       groupUniqArrayStateIf((Timestamp, concat(ToolName, '#', ToolArgsHash), SpanId), Kind = 'tool') AS ToolSeq
+FROM {{src}} AS s
+WHERE TraceId != ''
+GROUP BY ProjectId, Hour, TraceId"""
+
+
+def _task_rollup_ddl(t: Target) -> list[str]:
+    """One row per task (trace) per hour of its spans: what the task lists, anomaly and drift queries need
+    without reading the spans.
+
+    Why not a sum-based rollup: a re-sent span would count twice, and one LLM call reported by two spans too.
+    Every column is idempotent instead: ``Start``/``End`` min/max; ``Root`` = max() of a tuple that is
+    (1, the root span's fields) for the root and all zeros otherwise, so it is the root's fields once the root
+    arrived and has = 0 while the task is still running; steps, tool calls, errors and LLM calls are
+    ``uniqExact`` states of span ids (call keys), so a duplicate adds nothing; the tool sequence for the loop
+    flag is a ``groupUniqArray`` of (start, tool#args hash, span id) — a set, sorted at read time. Token and cost
+    totals are not here (they need max per call, then a sum): they come from ``llm_calls``.
+
+    Key: (ProjectId, Hour, TraceId), Hour being that of each span. A trace's spans normally sit in one or two
+    hours; rows of one trace under different hours are merged by the read (GROUP BY TraceId), so correctness does
+    not depend on merges, and a window (even 7 days of baseline) prunes by primary key. Reads find the roots
+    starting in the window first (the narrow ``Root`` column), then read the rows of those traces between the
+    window's start hour and the roots' latest end — the same member rule as the raw-span queries.
+
+    Measured (bench/queries.py, 259k spans, 2 cores, chDB 4.4): cost anomalies + token bombs 2.8-4.7 s -> see
+    README (Architecture) for the figures after; the raw spans stay the source of truth (latency percentiles,
+    loops, traces) and the rollups can be rebuilt from them with the backfill statement below.
+    """
+    table = t.local(TASK_ROLLUP_TABLE)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {table}{t.on_cluster()} (
+    ProjectId LowCardinality(String),
+    Hour DateTime,
+    TraceId String CODEC(ZSTD(1)),
+    ServiceName SimpleAggregateFunction(max, LowCardinality(String)),
+    Start SimpleAggregateFunction(min, DateTime64(9)) CODEC(ZSTD(1)),
+    End SimpleAggregateFunction(max, DateTime64(9)) CODEC(ZSTD(1)),
+    Root SimpleAggregateFunction(max, {ROOT_TUPLE_TYPE}) CODEC(ZSTD(1)),
+    Spans AggregateFunction(uniqExact, String),
+    ToolSpans AggregateFunction(uniqExact, String),
+    ErrorSpans AggregateFunction(uniqExact, String),
+    Calls AggregateFunction(uniqExact, String),
+    ToolSeq AggregateFunction(groupUniqArray, Tuple(DateTime64(9), String, String)) CODEC(ZSTD(1))
+) ENGINE = {t.engine("AggregatingMergeTree", table)}
+PARTITION BY toDate(Hour)
+ORDER BY (ProjectId, Hour, TraceId)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {TASK_ROLLUP_TABLE}_mv{t.on_cluster()} TO {table} AS
+{_TASK_ROLLUP_SELECT.format(src=t.local(SPANS_TABLE))}""",
+        *_distributed(t, TASK_ROLLUP_TABLE),
+        f"INSERT INTO {table} {_TASK_ROLLUP_SELECT.format(src=t.local(SPANS_TABLE))}",
+    ]
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -183,6 +329,11 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "trace id -> time range lookup", _trace_lookup_ddl),
     Migration(3, "api keys", _keys_ddl),
     Migration(4, "ingestion health per minute", _ingest_stats_ddl),
+    Migration(5, "llm_calls rollup: one row per LLM call (max per field), view + backfill", _llm_calls_ddl),
+    Migration(6, "task_rollup: one row per task per hour (idempotent aggregates), view + backfill", _task_rollup_ddl),
+    Migration(20, "alert state and history", alert_schema.state_ddl),
+    Migration(21, "alert notification log and delivery log", alert_schema.notification_ddl),
+    Migration(22, "alert silences", alert_schema.silences_ddl),
 ]
 
 
@@ -213,4 +364,6 @@ def migrate(store: Store, *, ttl_days: int | None = None) -> list[int]:
     if ttl_days:
         store.command(f"ALTER TABLE {SPANS_TABLE} MODIFY TTL toDateTime(Timestamp) + toIntervalDay({int(ttl_days)})")
         store.command(f"ALTER TABLE {TRACE_LOOKUP_TABLE} MODIFY TTL Start + toIntervalDay({int(ttl_days)})")
+        for rollup in (LLM_CALLS_TABLE, TASK_ROLLUP_TABLE):
+            store.command(f"ALTER TABLE {rollup} MODIFY TTL Hour + toIntervalDay({int(ttl_days)})")
     return applied

@@ -18,6 +18,7 @@ class CollectorSettings(BaseSettings):
     port: int = Field(4318, ge=0, le=65535, description="HTTP port (OTLP/HTTP and read API)")
     api_keys: str | None = Field(None, description="bootstrap keys: key:project:role, comma-separated")
     price_file: Path | None = Field(None, description="YAML file of custom model prices")
+    rules: Path | None = Field(None, description="alert rules YAML file")
     ttl_days: int | None = Field(None, ge=1, le=3650, description="drop spans older than this many days")
     max_body_bytes: int = Field(64 << 20, ge=1024, description="request body limit, after decompression")
     max_inflight_bytes: int = Field(256 << 20, ge=1 << 20, description="bodies being decoded at once")
