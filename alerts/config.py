@@ -48,6 +48,7 @@ ENV_PD_URL = "AGENTWATCH_PAGERDUTY_EVENTS_URL"
 ENV_INTERVAL = "AGENTWATCH_ALERT_INTERVAL"
 ENV_RULES = "AGENTWATCH_RULES"
 ENV_DASHBOARD = "AGENTWATCH_DASHBOARD_URL"
+ENV_LOG_ALERTS = "AGENTWATCH_ALERT_LOG"  # "true": the built-in rules also run with only the log channel
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 DEFAULT_INTERVAL = 30.0
 DEFAULT_DASHBOARD = "http://127.0.0.1:8501"
@@ -129,13 +130,16 @@ def default_interval(env: dict[str, str]) -> float:
 
 def load(path: str | Path | None, *, env: dict[str, str] | None = None) -> AlertConfig:
     """The alert configuration: the rules file when given, else the built-in rules when a channel
-    (Slack or PagerDuty) is configured in the environment, else no rules."""
+    (Slack or PagerDuty) is configured in the environment, or ``AGENTWATCH_ALERT_LOG=true`` asks for them on
+    the log channel (``agentwatch up`` sets it), else no rules."""
     env = dict(os.environ if env is None else env)
     interval = default_interval(env)
     dashboard = env.get(ENV_DASHBOARD) or DEFAULT_DASHBOARD
     channels = env_channels(env)
     if path is None:
         paging = tuple(c for c in channels if c != "log")
+        if env.get(ENV_LOG_ALERTS, "").strip().lower() in ("1", "true", "yes"):
+            paging = ("log", *paging)
         rules = builtin_rules(paging) if paging else ()
         return AlertConfig(rules, channels, interval=interval, dashboard_url=dashboard, env=env)
     p = Path(path)

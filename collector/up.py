@@ -101,6 +101,11 @@ def run_up(
 ) -> int:
     py = sys.executable
     env = dict(os.environ)
+    # alerts show up in the collector's log even with no Slack or PagerDuty; a demo wants them quickly
+    env.setdefault("AGENTWATCH_ALERT_LOG", "true")
+    env.setdefault("AGENTWATCH_DASHBOARD_URL", f"http://127.0.0.1:{dashboard_port}")
+    if demo:
+        env.setdefault("AGENTWATCH_ALERT_INTERVAL", "10")
     data_dir = data_dir.resolve()
     api = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     col_argv = [py, "-m", "agentwatch.collector.cli", "collector", "--data-dir", str(data_dir), "--host", host,

@@ -125,3 +125,14 @@ def test_lifecycle_pending_for_min_samples_and_an_outage_changes_nothing(tmp_pat
     eng.evaluate(1120)
     assert status() == {}  # resolved, and with no channel to tell, done
     assert [e["event"] for e in state.events] == ["pending", "firing", "resolved"]
+
+
+def test_builtin_rules_run_on_the_log_channel_when_asked():
+    from agentwatch.alerts.config import load
+
+    assert load(None, env={}).rules == ()
+    cfg = load(None, env={"AGENTWATCH_ALERT_LOG": "true"})
+    assert {r.name for r in cfg.rules} == {"agent-loop", "cost-anomaly", "llm-p99-latency", "drift"}
+    assert all(r.channels == ("log",) for r in cfg.rules)
+    with_slack = load(None, env={"AGENTWATCH_ALERT_LOG": "1", "AGENTWATCH_SLACK_WEBHOOK_URL": "http://127.0.0.1:9/x"})
+    assert all(set(r.channels) == {"log", "slack"} for r in with_slack.rules)
