@@ -135,9 +135,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from agentwatch.dashboard import main as dashboard_main
 
-    argv = ["--port", str(args.port)]
-    if args.api:
-        argv += ["--api", args.api]
+    argv = ["--port", str(args.port), "--host", args.host] + (["--api", args.api] if args.api else [])
     return dashboard_main(argv)
 
 
@@ -215,9 +213,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--rules", type=Path, help="alert rules file (default: built-in rules)")
     u.set_defaults(fn=cmd_up)
 
+    from agentwatch.dashboard import add_arguments as dashboard_flags  # light: no streamlit import
+
     d = sub.add_parser("dashboard", help="the Streamlit dashboard over a collector's read API")
-    d.add_argument("--api", help="collector URL (default $AGENTWATCH_ENDPOINT or http://127.0.0.1:4318)")
-    d.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
+    dashboard_flags(d)
     d.set_defaults(fn=cmd_dashboard)
 
     sub.add_parser("demo", help="a demo fleet of agents sending to a collector (--endpoint, --tasks, --rate)")
