@@ -33,6 +33,8 @@ def _setup_logging(*, json_lines: bool, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for chatty in ("httpx", "httpcore"):  # one line per HTTP request is noise in a service log
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _settings(args: argparse.Namespace):
