@@ -17,56 +17,52 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentwatch.collector import rollups as R
 from agentwatch.collector.analytics_common import MAD_SCALE, check_range, rnd
-from agentwatch.collector.migrations import SPANS_TABLE
 from agentwatch.collector.queries import QueryError, Scope, iso
 from agentwatch.collector.store import Store
 
 DEFAULT_BASELINE_H = 7 * 24
 MIN_LOG_SPREAD = 0.05  # a floor on the robust spread in log space (~5 %): identical costs do not give z = inf
 
-# spans of the baseline + the window, scoped; params: project, service, base_ms, to_ms
-_SCOPE = (
+# tasks (root starting in [base, to)) and their LLM calls, from the rollups (collector/rollups.py): one call
+# counted once, a re-sent span never twice; params: project, service, base_ms, from_ms, to_ms
+_CALLS_WINDOW = (
     "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
-    " AND Timestamp >= fromUnixTimestamp64Milli({base_ms:Int64})"
+    f" AND Hour >= toStartOfHour({R.ms('base_ms')}) AND Hour < {R.ms('to_ms')}"
 )
-
 _ROOTS = f"""
-roots AS (
-    SELECT TraceId, ServiceName AS service, if(TaskName != '', TaskName, SpanName) AS name,
-           Timestamp >= fromUnixTimestamp64Milli({{from_ms:Int64}}) AS cur, Timestamp AS ts, EndTime AS te
-    FROM {SPANS_TABLE} FINAL
-    WHERE {_SCOPE} AND Timestamp < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND ParentSpanId = ''
+roots AS MATERIALIZED (
+    SELECT TraceId, r.service AS service, r.name AS name, r.ts >= {R.ms("from_ms")} AS cur, r.ts AS ts,
+           r.ts + toIntervalNanosecond(r.dur) AS te
+    FROM ({R.roots("base_ms", "to_ms")})
 ),
-calls AS (
-    SELECT TraceId, CallKey, min(Timestamp) AS ts, max(InputTokens) AS i, max(OutputTokens) AS o, max(CostUsd) AS c,
-           any(Model) AS model, argMin(SpanId, Timestamp) AS span_id
-    FROM {SPANS_TABLE} FINAL
-    WHERE {_SCOPE} AND Timestamp <= (SELECT max(te) FROM roots) AND Kind = 'llm'
-      AND TraceId IN (SELECT TraceId FROM roots)
-    GROUP BY TraceId, CallKey
-)"""
+calls AS ({R.calls(R.members_where("base_ms", service=True))})"""
 
-# the robust score of a value column `x` (log scale) per key, baseline first, the window as a fallback
+# The robust score of a value column `x` (log scale) per key, baseline first, the window as a fallback. One
+# GROUP BY over `pts` (arrays of the baseline's and the window's values per key, then the window's points
+# unrolled with their key's median and spread): `pts` is evaluated once, not once per statistic. ARRAY JOIN, not
+# arrayJoin(): with the function, the score filter is pushed below the join and the medians recomputed per row.
 _SCORE = """
-stats AS (
-    SELECT {keys}, countIf(NOT cur) AS nb, countIf(cur) AS nc,
-           medianExactIf(x, NOT cur) AS med_b, medianExactIf(x, cur) AS med_c
-    FROM pts GROUP BY {keys}
-),
-mads AS (
-    SELECT {keys}, medianExactIf(abs(x - s.med_b), NOT cur) AS mad_b, medianExactIf(abs(x - s.med_c), cur) AS mad_c
-    FROM pts INNER JOIN stats AS s USING ({keys}) GROUP BY {keys}
-),
-base AS (
-    SELECT {keys}, nb >= {{min_samples:UInt32}} AS use_b, if(use_b, nb, nc) AS n, if(use_b, med_b, med_c) AS med,
-           greatest({mad_scale} * if(use_b, mad_b, mad_c), {min_spread}) AS spread
-    FROM stats INNER JOIN mads USING ({keys}) WHERE nb >= {{min_samples:UInt32}} OR nc >= {{min_samples:UInt32}}
+scored AS (
+    SELECT {keys}, use_b, n, med, spread, p
+    FROM (
+        SELECT {keys}, cp, nb >= {{min_samples:UInt32}} AS use_b, if(use_b, nb, nc) AS n,
+               arrayReduce('medianExact', if(use_b, xb, xc)) AS med,
+               greatest({mad_scale} * arrayReduce('medianExact', arrayMap(v -> abs(v - med), if(use_b, xb, xc))),
+                        {min_spread}) AS spread
+        FROM (
+            SELECT {keys}, groupArrayIf(x, NOT cur) AS xb, groupArrayIf(x, cur) AS xc, length(xb) AS nb,
+                   length(xc) AS nc, groupArrayIf(({payload}), cur) AS cp
+            FROM pts GROUP BY {keys}
+        )
+        WHERE nb >= {{min_samples:UInt32}} OR nc >= {{min_samples:UInt32}}
+    ) ARRAY JOIN cp AS p
 )"""
 
 
-def _score_cte(keys: str) -> str:
-    return _SCORE.format(keys=keys, mad_scale=MAD_SCALE, min_spread=MIN_LOG_SPREAD)
+def _score_cte(keys: str, payload: str) -> str:
+    return _SCORE.format(keys=keys, payload=payload, mad_scale=MAD_SCALE, min_spread=MIN_LOG_SPREAD)
 
 
 TASKS_SQL = f"""
@@ -78,13 +74,12 @@ pts AS (
     FROM roots AS r INNER JOIN cost AS c ON c.TraceId = r.TraceId
     WHERE c.cost > 0
 ),
-{_score_cte("service, name")}
-SELECT p.TraceId AS trace_id, p.service AS service, p.name AS name, toUnixTimestamp64Nano(p.ts) AS start_ns,
-       p.cost AS cost, p.i AS input_tokens, p.o AS output_tokens, p.llm_calls AS llm_calls,
-       exp(b.med) AS baseline, b.n AS baseline_n, b.use_b AS use_b, (p.x - b.med) / b.spread AS score,
-       p.cost / exp(b.med) AS ratio
-FROM pts AS p INNER JOIN base AS b ON p.service = b.service AND p.name = b.name
-WHERE p.cur AND score >= {{z:Float64}} AND ratio >= {{ratio:Float64}}
+{_score_cte("service, name", "TraceId, ts, cost, i, o, llm_calls, x")}
+SELECT p.1 AS trace_id, service, name, toUnixTimestamp64Nano(p.2) AS start_ns, p.3 AS cost, p.4 AS input_tokens,
+       p.5 AS output_tokens, p.6 AS llm_calls, exp(med) AS baseline, n AS baseline_n, use_b,
+       (p.7 - med) / spread AS score, p.3 / exp(med) AS ratio
+FROM scored
+WHERE score >= {{z:Float64}} AND ratio >= {{ratio:Float64}}
 ORDER BY score DESC, trace_id LIMIT {{limit:UInt32}}
 """
 
@@ -97,42 +92,43 @@ pts AS (
     FROM calls AS c INNER JOIN roots AS r ON c.TraceId = r.TraceId
     WHERE c.i > 0
 ),
-{_score_cte("service, name, model")}
-SELECT p.TraceId AS trace_id, p.span_id AS span_id, p.service AS service, p.name AS name, p.model AS model,
-       toUnixTimestamp64Nano(p.ts) AS ts_ns, p.i AS input_tokens, p.cost AS cost, exp(b.med) AS baseline,
-       b.n AS baseline_n, b.use_b AS use_b, (p.x - b.med) / b.spread AS score, p.i / exp(b.med) AS ratio
-FROM pts AS p INNER JOIN base AS b ON p.service = b.service AND p.name = b.name AND p.model = b.model
-WHERE p.cur AND p.ts < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND score >= {{bomb_z:Float64}}
+{_score_cte("service, name, model", "TraceId, span_id, ts, i, cost, x")}
+SELECT p.1 AS trace_id, p.2 AS span_id, service, name, model, toUnixTimestamp64Nano(p.3) AS ts_ns,
+       p.4 AS input_tokens, p.5 AS cost, exp(med) AS baseline, n AS baseline_n, use_b, (p.6 - med) / spread AS score,
+       p.4 / exp(med) AS ratio
+FROM scored
+WHERE p.3 < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND score >= {{bomb_z:Float64}}
   AND ratio >= {{bomb_ratio:Float64}}
 ORDER BY score DESC, trace_id, span_id LIMIT {{limit:UInt32}}
 """
 
 SPIKES_SQL = f"""
 WITH one_call AS (
-    SELECT any(ServiceName) AS service, min(Timestamp) AS ts, max(CostUsd) AS cost
-    FROM {SPANS_TABLE} FINAL
-    WHERE {_SCOPE} AND Timestamp < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND Kind = 'llm'
-    GROUP BY TraceId, CallKey
+    SELECT service, ts, c AS cost FROM ({R.calls(_CALLS_WINDOW)})
+    WHERE ts >= {R.ms("base_ms")} AND ts < {R.ms("to_ms")}
 ),
 hours AS (
     SELECT service, toStartOfHour(ts) AS hour, ts >= fromUnixTimestamp64Milli({{from_ms:Int64}}) AS cur,
            sum(ifNull(cost, 0)) AS cost
     FROM one_call GROUP BY service, hour, cur
 ),
-st AS (
-    SELECT service, countIf(NOT cur) AS nb, medianExactIf(cost, NOT cur) AS med FROM hours GROUP BY service
-),
-mad AS (
-    SELECT service, medianExactIf(abs(cost - st.med), NOT cur) AS mad FROM hours INNER JOIN st USING service
-    GROUP BY service
-),
-md AS (SELECT * FROM st INNER JOIN mad USING service)
-SELECT h.service AS service, toUnixTimestamp(h.hour) AS hour_s, h.cost AS cost, m.med AS baseline, m.nb AS baseline_n,
-       (h.cost - m.med) / greatest({MAD_SCALE} * m.mad, 0.05 * m.med, 1e-9) AS score,
-       h.cost / greatest(m.med, 1e-12) AS ratio
-FROM hours AS h INNER JOIN md AS m USING service
-WHERE h.cur AND m.nb >= 24 AND score >= {{spike_z:Float64}} AND ratio >= {{spike_ratio:Float64}}
-ORDER BY h.hour, h.service
+scored AS (
+    SELECT service, nb, med, mad, h
+    FROM (
+        SELECT service, nb, cp, arrayReduce('medianExact', xb) AS med,
+               arrayReduce('medianExact', arrayMap(v -> abs(v - med), xb)) AS mad
+        FROM (
+            SELECT service, groupArrayIf(cost, NOT cur) AS xb, length(xb) AS nb, groupArrayIf((hour, cost), cur) AS cp
+            FROM hours GROUP BY service
+        )
+        WHERE nb >= 24
+    ) ARRAY JOIN cp AS h
+)
+SELECT service, toUnixTimestamp(h.1) AS hour_s, h.2 AS cost, med AS baseline, nb AS baseline_n,
+       (h.2 - med) / greatest({MAD_SCALE} * mad, 0.05 * med, 1e-9) AS score, h.2 / greatest(med, 1e-12) AS ratio
+FROM scored
+WHERE score >= {{spike_z:Float64}} AND ratio >= {{spike_ratio:Float64}}
+ORDER BY h.1, service
 """
 
 

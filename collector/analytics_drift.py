@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from agentwatch.collector import rollups as R
 from agentwatch.collector.analytics_common import check_range, chi2_homogeneity, ks_2samp, psi, psi_continuous, rnd
 from agentwatch.collector.migrations import SPANS_TABLE
 from agentwatch.collector.queries import QueryError, Scope, iso
@@ -40,45 +41,42 @@ _SCOPE = (
     " AND Timestamp >= fromUnixTimestamp64Milli({base_ms:Int64})"
 )
 _CUR = "Timestamp >= fromUnixTimestamp64Milli({from_ms:Int64})"
-_SAMPLE = "cityHash64(TraceId) % 1000000 < if(" + _CUR + ", {keep_cur:UInt32}, {keep_base:UInt32})"
+
+# tasks and LLM calls from the rollups (collector/rollups.py); tool and model mix stay on the spans (one pass each)
+_ROOTS = f"""
+roots AS (
+    SELECT TraceId, r.service AS service, r.ts >= {R.ms("from_ms")} AS cur, r.dur / 1e6 AS duration_ms,
+           r.outcome = 'error' AS err, r.ts + toIntervalNanosecond(r.dur) AS te
+    FROM ({R.roots("base_ms", "to_ms")})
+)"""
+_SAMPLE_CUR = "cityHash64(TraceId) % 1000000 < if(cur, {keep_cur:UInt32}, {keep_base:UInt32})"
 
 COUNTS_SQL = f"""
-SELECT ServiceName AS service, {_CUR} AS cur, count() AS n
-FROM {SPANS_TABLE} FINAL
-WHERE {_SCOPE} AND Timestamp < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND ParentSpanId = ''
-GROUP BY service, cur
+WITH {_ROOTS}
+SELECT service, cur, count() AS n FROM roots GROUP BY service, cur
 """
 
 TASKS_SQL = f"""
-WITH roots AS (
-    SELECT TraceId, ServiceName AS service, {_CUR} AS cur, Duration / 1e6 AS duration_ms, Outcome = 'error' AS err,
-           EndTime AS te
-    FROM {SPANS_TABLE} FINAL
-    WHERE {_SCOPE} AND Timestamp < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND ParentSpanId = '' AND {_SAMPLE}
-),
-members AS (
-    SELECT TraceId, Kind, CallKey, InputTokens, OutputTokens, CostUsd
-    FROM {SPANS_TABLE} FINAL
-    WHERE {_SCOPE} AND Timestamp <= (SELECT max(te) FROM roots) AND TraceId IN (SELECT TraceId FROM roots)
-),
-calls AS (
-    SELECT TraceId, max(InputTokens) + max(OutputTokens) AS tok, max(CostUsd) AS c
-    FROM members WHERE Kind = 'llm' GROUP BY TraceId, CallKey
-),
-ct AS (SELECT TraceId, sum(tok) AS tokens, sum(ifNull(c, 0)) AS cost FROM calls GROUP BY TraceId),
-st AS (SELECT TraceId, count() AS steps FROM members GROUP BY TraceId)
+WITH {_ROOTS.replace("roots AS (", "all_roots AS (", 1)},
+roots AS MATERIALIZED (SELECT * FROM all_roots WHERE {_SAMPLE_CUR}),
+calls AS ({R.calls(R.members_where("base_ms", service=True))}),
+ct AS (SELECT TraceId, sum(i + o) AS tokens, sum(ifNull(c, 0)) AS cost FROM calls GROUP BY TraceId),
+st AS ({R.task_spans(R.members_where("base_ms"), steps_only=True)})
 SELECT r.service AS service, r.cur AS cur, ifNull(ct.tokens, 0) AS tokens_per_task, ifNull(ct.cost, 0) AS cost_per_task,
        ifNull(st.steps, 1) AS steps_per_task, r.duration_ms AS task_latency_ms, r.err AS err
 FROM roots AS r LEFT JOIN ct ON ct.TraceId = r.TraceId LEFT JOIN st ON st.TraceId = r.TraceId
 SETTINGS join_use_nulls = 1
 """
 
+_CALLS_WHERE = (
+    "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
+    f" AND Hour >= toStartOfHour({R.ms('base_ms')}) AND Hour < {R.ms('to_ms')}"
+    f" AND cityHash64(TraceId) % 1000000 < if(First.ts >= {R.ms('from_ms')}, {{keep_cur:UInt32}}, {{keep_base:UInt32}})"
+)
 CALLS_SQL = f"""
-SELECT any(ServiceName) AS service, min({_CUR}) AS cur, max(Duration) / 1e6 AS llm_latency_ms,
-       max(OutputTokens) AS output_tokens
-FROM {SPANS_TABLE} FINAL
-WHERE {_SCOPE} AND Timestamp < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND Kind = 'llm' AND {_SAMPLE}
-GROUP BY TraceId, CallKey
+SELECT service, ts >= {R.ms("from_ms")} AS cur, d / 1e6 AS llm_latency_ms, o AS output_tokens
+FROM ({R.calls(_CALLS_WHERE)})
+WHERE ts >= {R.ms("base_ms")} AND ts < {R.ms("to_ms")}
 """
 
 MIX_SQL = f"""

@@ -287,9 +287,12 @@ def _task_rollup_ddl(t: Target) -> list[str]:
     starting in the window first (the narrow ``Root`` column), then read the rows of those traces between the
     window's start hour and the roots' latest end — the same member rule as the raw-span queries.
 
-    Measured (bench/queries.py, 259k spans, 2 cores, chDB 4.4): cost anomalies + token bombs 2.8-4.7 s -> see
-    README (Architecture) for the figures after; the raw spans stay the source of truth (latency percentiles,
-    loops, traces) and the rollups can be rebuilt from them with the backfill statement below.
+    Measured (bench/queries.py --baseline-tasks 4000 --current-tasks 2000, 259k spans, shared 2 cores, chDB 4.4,
+    old and new code run back to back, twice): cost anomalies + token bombs 1.8-4.0 s -> 0.85-0.93 s; overview
+    (rewritten as two passes over the spans) 0.33-0.35 s -> 0.04-0.07 s; the task list 0.24 s -> 0.25-0.38 s and
+    drift 0.7-1.7 s -> 1.1-1.3 s, no gain yet at this size (uniqExact state merges per task cost about what a FINAL
+    scan of one day's spans costs). The raw spans stay the source of truth (latency percentiles, loops, traces)
+    and the rollups can be rebuilt from them with the backfill statement below.
     """
     table = t.local(TASK_ROLLUP_TABLE)
     return [

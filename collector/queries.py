@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agentwatch.collector import rollups as R
 from agentwatch.collector.migrations import SPANS_TABLE, TRACE_LOOKUP_TABLE
 from agentwatch.collector.store import Store
 
@@ -65,6 +66,7 @@ def _pcts(vals: list[float] | None) -> dict[str, float | None]:
 
 
 def overview(store: Store, scope: Scope) -> dict[str, Any]:
+    # two passes (spans, then calls), not one scalar subquery per figure: a CTE is inlined, so each re-read FINAL
     sql = f"""
 WITH s AS (
     SELECT TraceId, ParentSpanId, Duration, Kind, Outcome, ErrorType, CallKey, InputTokens, OutputTokens,
@@ -76,25 +78,21 @@ calls AS (
            max(CacheWriteTokens) AS cw, max(ReasoningTokens) AS r, max(CostUsd) AS c
     FROM s WHERE Kind = 'llm' GROUP BY TraceId, CallKey
 )
-SELECT
-    (SELECT countIf(ParentSpanId = '') FROM s) AS tasks,
-    (SELECT countIf(ParentSpanId = '' AND Outcome = 'ok') FROM s) AS tasks_ok,
-    (SELECT countIf(ParentSpanId = '' AND Outcome = 'error') FROM s) AS tasks_error,
-    (SELECT countIf(ParentSpanId = '' AND Outcome = 'escalated') FROM s) AS tasks_escalated,
-    (SELECT count() FROM s) AS spans,
-    (SELECT countIf(ErrorType != '') FROM s) AS errors,
-    (SELECT countIf(Kind = 'tool') FROM s) AS tool_calls,
-    (SELECT count() FROM calls) AS llm_calls,
-    (SELECT sum(i) FROM calls) AS input_tokens,
-    (SELECT sum(o) FROM calls) AS output_tokens,
-    (SELECT sum(cr) FROM calls) AS cache_read_tokens,
-    (SELECT sum(cw) FROM calls) AS cache_write_tokens,
-    (SELECT sum(r) FROM calls) AS reasoning_tokens,
-    (SELECT sum(c) FROM calls) AS cost_usd,
-    (SELECT countIf(c IS NULL AND (i > 0 OR o > 0)) FROM calls) AS unpriced_llm_calls,
-    (SELECT quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'task') FROM s) AS lat_task,
-    (SELECT quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'llm') FROM s) AS lat_llm,
-    (SELECT quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'tool') FROM s) AS lat_tool
+SELECT * FROM (
+    SELECT countIf(ParentSpanId = '') AS tasks, countIf(ParentSpanId = '' AND Outcome = 'ok') AS tasks_ok,
+           countIf(ParentSpanId = '' AND Outcome = 'error') AS tasks_error,
+           countIf(ParentSpanId = '' AND Outcome = 'escalated') AS tasks_escalated, count() AS spans,
+           countIf(ErrorType != '') AS errors, countIf(Kind = 'tool') AS tool_calls,
+           quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'task') AS lat_task,
+           quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'llm') AS lat_llm,
+           quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'tool') AS lat_tool
+    FROM s
+) AS spans_part CROSS JOIN (
+    SELECT count() AS llm_calls, sum(i) AS input_tokens, sum(o) AS output_tokens, sum(cr) AS cache_read_tokens,
+           sum(cw) AS cache_write_tokens, sum(r) AS reasoning_tokens, sum(c) AS cost_usd,
+           countIf(c IS NULL AND (i > 0 OR o > 0)) AS unpriced_llm_calls
+    FROM calls
+) AS calls_part
 """
     r = store.query(sql, scope.params())[0]
     tasks = int(r["tasks"] or 0)
@@ -160,46 +158,27 @@ class TaskFilter:
             raise QueryError(f"loop_repeats must be between 2 and 100, got {self.loop_repeats}")
 
 
-# The per-task rollup, shared by every task-level query. Params: the scope's, plus loop_repeats.
+# The per-task rollup, shared by every task-level query. Params: the scope's, plus loop_repeats. Read from the
+# rollups (collector/rollups.py): the roots starting in the window, their span counts and tool sequence from
+# task_rollup, their calls (max per field per call) from llm_calls. CTE names and columns are part of the contract
+# (roots, calls, tasks are used by analytics_stats).
 TASKS_CTE = f"""
-roots AS (
-    SELECT TraceId, toUnixTimestamp64Nano(Timestamp) AS start_ns, Duration AS duration_ns, ServiceName AS service,
-           if(TaskName != '', TaskName, SpanName) AS name, SpanName AS span_name, Outcome AS outcome,
-           ErrorType AS error_type, ConversationId AS conversation_id, SessionId AS session_id, UserId AS user_id,
-           Timestamp AS ts, EndTime AS te
-    FROM {SPANS_TABLE} FINAL WHERE {WHERE} AND ParentSpanId = ''
+roots AS MATERIALIZED (
+    SELECT TraceId, toUnixTimestamp64Nano(r.ts) AS start_ns, r.dur AS duration_ns, r.service AS service,
+           r.name AS name, r.span_name AS span_name, r.outcome AS outcome, r.error_type AS error_type,
+           r.conversation_id AS conversation_id, r.session_id AS session_id, r.user_id AS user_id,
+           r.ts AS ts, r.ts + toIntervalNanosecond(r.dur) AS te
+    FROM ({R.roots()})
 ),
-members AS (
-    SELECT TraceId, Timestamp, Kind, CallKey, InputTokens, OutputTokens, CacheReadTokens, CacheWriteTokens,
-           ReasoningTokens, CostUsd, ToolName, ToolArgsHash, ErrorType, Model
-    FROM {SPANS_TABLE} FINAL
-    WHERE ProjectId = {{project:String}}
-      AND Timestamp >= (SELECT min(ts) FROM roots) AND Timestamp <= (SELECT max(te) FROM roots)
-      AND TraceId IN (SELECT TraceId FROM roots)
-),
-calls AS (
-    SELECT TraceId, CallKey, max(InputTokens) AS i, max(OutputTokens) AS o, max(CacheReadTokens) AS cr,
-           max(CacheWriteTokens) AS cw, max(ReasoningTokens) AS r, max(CostUsd) AS c, any(Model) AS model
-    FROM members WHERE Kind = 'llm' GROUP BY TraceId, CallKey
-),
+calls AS ({R.calls(R.members_where("from_ms"))}),
 call_totals AS (
     SELECT TraceId, count() AS llm_calls, sum(i) AS input_tokens, sum(o) AS output_tokens,
-           sum(cr) AS cache_read_tokens, sum(cw) AS cache_write_tokens, sum(r) AS reasoning_tokens,
+           sum(cr) AS cache_read_tokens, sum(cw) AS cache_write_tokens, sum(rt) AS reasoning_tokens,
            sum(c) AS priced_cost, countIf(c IS NULL AND (i > 0 OR o > 0)) AS unpriced_calls,
            groupUniqArray(model) AS models
     FROM calls GROUP BY TraceId
 ),
-span_totals AS (
-    SELECT TraceId, count() AS steps, countIf(Kind = 'tool') AS tool_calls, countIf(ErrorType != '') AS errors,
-           arrayFold(
-               (acc, x) -> if(x = acc.2, (greatest(acc.1, acc.3 + 1), x, acc.3 + 1),
-                              (greatest(acc.1, toUInt64(1)), x, toUInt64(1))),
-               arrayMap(p -> p.2, arraySort(groupArrayIf((Timestamp, concat(ToolName, '#', ToolArgsHash)),
-                                                        Kind = 'tool'))),
-               (toUInt64(0), '', toUInt64(0))
-           ).1 AS max_repeats
-    FROM members GROUP BY TraceId
-),
+span_totals AS ({R.task_spans(R.members_where("from_ms"))}),
 tasks AS (
     SELECT TraceId, start_ns, duration_ns, service, name, outcome, error_type, conversation_id, session_id, user_id,
            ifNull(llm_calls, 0) AS llm_calls, ifNull(input_tokens, 0) AS input_tokens,

@@ -1,0 +1,258 @@
+"""The per-task and per-call rollups (migrations 5 and 6: ``task_rollup``, ``llm_calls``) against a reference
+computed in Python from the raw spans of a generated fleet (bench/fleet.py), with the cases that break naive
+rollups: spans re-sent in another insert (exporter retry), one LLM call reported by two spans with different
+token values (max per field, counted once), a trace's spans spread over many insert blocks, and a task still
+running (its root not arrived yet), then completed."""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import fleet as F  # noqa: E402
+
+from agentwatch.collector import analytics_anomalies, analytics_drift, analytics_stats, queries  # noqa: E402
+from agentwatch.collector.migrations import (  # noqa: E402
+    INSERT_COLUMNS,
+    LLM_CALLS_TABLE,
+    SPANS_TABLE,
+    TASK_ROLLUP_TABLE,
+    Target,
+    migrate,
+    render,
+)
+from agentwatch.collector.store import ChdbStore  # noqa: E402
+from agentwatch.collector.writer import to_ipc  # noqa: E402
+
+CFG = F.FleetConfig(seed=11, baseline_hours=24, current_hours=6, baseline_tasks=150, current_tasks=80)
+SCOPE = queries.Scope(CFG.project, CFG.current_start_ms, CFG.current_end_ms)
+KIND = {"chat": "llm", "execute_tool": "tool", "invoke_agent": "task"}
+
+
+def _rows(cols: dict[str, list]) -> list[dict]:
+    return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
+
+
+def _cols(rows: list[dict]) -> dict[str, list]:
+    return {k: [r[k] for r in rows] for k in INSERT_COLUMNS}
+
+
+def _second_spans(rows: list[dict], rng: random.Random) -> list[dict]:
+    """For a third of the LLM calls, a second span of the same call (same response id), nested, with other token
+    values and sometimes no cost: the call must count once, with the max of each field."""
+    out = []
+    for r in rows:
+        attrs = dict(r["SpanAttributes"])
+        if attrs.get("gen_ai.operation.name") != "chat" or rng.random() > 0.33:
+            continue
+        a2 = dict(attrs)
+        a2["gen_ai.usage.input_tokens"] = str(max(0, int(attrs["gen_ai.usage.input_tokens"]) + rng.randint(-50, 50)))
+        a2["gen_ai.usage.output_tokens"] = str(int(attrs["gen_ai.usage.output_tokens"]) + rng.randint(0, 20))
+        cost = None if rng.random() < 0.5 else (r["CostUsd"] or 0) * rng.uniform(0.5, 1.5)
+        out.append({**r, "SpanId": rng.randbytes(8).hex(), "ParentSpanId": r["SpanId"],
+                    "Timestamp": r["Timestamp"] + 1000, "SpanAttributes": list(a2.items()), "CostUsd": cost,
+                    "ScopeName": "client-sdk"})  # fmt: skip
+    return out
+
+
+def reference(rows: list[dict], lo_ms: int, hi_ms: int, service: str = "") -> dict[str, dict]:
+    """Tasks whose root starts in [lo, hi), from deduplicated spans: one call per response id, max per field."""
+    spans = {(r["TraceId"], r["SpanId"]): r for r in rows}
+    by_trace: dict[str, list[dict]] = defaultdict(list)
+    for r in spans.values():
+        by_trace[r["TraceId"]].append(r)
+    out = {}
+    for tid, ss in by_trace.items():
+        roots = [s for s in ss if not s["ParentSpanId"]]
+        if not roots:
+            continue
+        root = roots[0]
+        if not lo_ms * 1_000_000 <= root["Timestamp"] < hi_ms * 1_000_000 or service not in ("", root["ServiceName"]):
+            continue
+        calls: dict[str, list] = {}
+        tools = []
+        errors = 0
+        for s in ss:
+            a = dict(s["SpanAttributes"])
+            kind = KIND[a["gen_ai.operation.name"]]
+            errors += bool(a.get("error.type"))
+            if kind == "llm":
+                c = calls.setdefault(a.get("gen_ai.response.id") or s["SpanId"], [0, 0, None, ""])
+                c[0] = max(c[0], int(a["gen_ai.usage.input_tokens"]))
+                c[1] = max(c[1], int(a["gen_ai.usage.output_tokens"]))
+                if s["CostUsd"] is not None:
+                    c[2] = max(c[2] or 0.0, s["CostUsd"])
+                c[3] = max(c[3], a["gen_ai.response.model"])
+            elif kind == "tool":
+                tools.append((s["Timestamp"], f"{a['gen_ai.tool.name']}#{a['agentwatch.tool.args_hash']}"))
+        run = best = 0
+        prev = None
+        for _, k in sorted(tools):
+            run = run + 1 if k == prev else 1
+            best, prev = max(best, run), k
+        ra = dict(root["SpanAttributes"])
+        out[tid] = {
+            "service": root["ServiceName"], "name": ra["agentwatch.task.name"],
+            "outcome": ra["agentwatch.task.outcome"],
+            "duration_ms": round(root["Duration"] / 1e6, 3), "steps": len(ss), "tool_calls": len(tools),
+            "errors": errors, "llm_calls": len(calls), "input_tokens": sum(c[0] for c in calls.values()),
+            "output_tokens": sum(c[1] for c in calls.values()),
+            "cost_usd": sum(c[2] for c in calls.values() if c[2] is not None),
+            "unpriced_llm_calls": sum(1 for c in calls.values() if c[2] is None),
+            "models": sorted({c[3] for c in calls.values()}), "max_repeats": best, "loop": best >= 3,
+        }  # fmt: skip
+    return out
+
+
+def _api_tasks(store, scope=SCOPE) -> dict[str, dict]:
+    got = queries.tasks(store, scope, queries.TaskFilter(limit=1000))
+    assert got["total"] <= 1000
+    return {t["trace_id"]: t for t in got["items"]}
+
+
+def _check_tasks(store, rows, scope=SCOPE) -> None:
+    want = reference(rows, scope.start_ms, scope.end_ms, scope.service)
+    got = _api_tasks(store, scope)
+    assert set(got) == set(want)
+    for tid, w in want.items():
+        g = got[tid]
+        for k, v in w.items():
+            if k == "cost_usd":
+                assert g[k] == pytest.approx(v, abs=1e-9), (tid, k)
+            else:
+                assert g[k] == v, (tid, k, g[k], v)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    store = ChdbStore(tmp_path_factory.mktemp("rollups"))
+    migrate(store)
+    fleet = F.generate(CFG)
+    rng = random.Random(5)
+    rows = _rows(fleet.columns)
+    rows += _second_spans(rows, rng)
+    # hold back one finished task's root: it is inserted mid-test (the task is "running" until then)
+    held = next(r for r in rows if not r["ParentSpanId"] and r["TraceId"] in fleet.truth.current_tasks
+                and r["TraceId"] not in fleet.truth.loops)  # fmt: skip
+    rest = [r for r in rows if r is not held]
+    rng.shuffle(rest)  # a trace's spans land in many insert blocks
+    resent = rng.sample(rest, len(rest) // 5)  # exporter retries: the same spans again, in later inserts
+    for i in range(0, len(rest), 1500):
+        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(rest[i : i + 1500])))
+    for i in range(0, len(resent), 700):
+        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(resent[i : i + 700])))
+    yield store, fleet, rest, held
+    store.close()
+
+
+def test_rollups_are_filled_by_the_views_and_each_call_is_one_row(env):
+    store, _, rest, _ = env
+    raw = store.query(f"SELECT uniqExact(TraceId, CallKey) AS n FROM {SPANS_TABLE} WHERE Kind = 'llm'")[0]["n"]
+    rolled = store.query(f"SELECT count() AS n FROM (SELECT DISTINCT TraceId, CallKey FROM {LLM_CALLS_TABLE})")[0]["n"]
+    assert rolled == raw
+    traces = store.query(f"SELECT uniqExact(TraceId) AS n FROM {TASK_ROLLUP_TABLE}")[0]["n"]
+    assert traces == len({r["TraceId"] for r in rest})
+
+
+def test_tasks_equal_the_raw_span_reference_while_a_task_runs_and_after_its_root_arrives(env):
+    store, _, rest, held = env
+    _check_tasks(store, rest)
+    assert held["TraceId"] not in _api_tasks(store)  # running: no root yet, not a task
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([held])))
+    _check_tasks(store, [*rest, held])
+    assert held["TraceId"] in _api_tasks(store)
+    # per service too
+    _check_tasks(store, [*rest, held], queries.Scope(CFG.project, CFG.current_start_ms, CFG.current_end_ms,
+                                                      "svc-billing"))  # fmt: skip
+
+
+def test_overview_unit_economics_and_anomaly_inputs_equal_the_reference(env):
+    store, fleet, rest, held = env
+    rows = [*rest, held]
+    want = reference(rows, SCOPE.start_ms, SCOPE.end_ms)
+    ov = queries.overview(store, SCOPE)
+    assert ov["tasks"] == len(want)
+    econ = analytics_stats.unit_economics(store, SCOPE)
+    assert sum(i["tasks"] for i in econ["items"]) == len(want)
+    assert sum(i["llm_calls"] for i in econ["items"]) == sum(w["llm_calls"] for w in want.values())
+    assert sum(i["input_tokens"] for i in econ["items"]) == sum(w["input_tokens"] for w in want.values())
+    # the anomaly query's per-task inputs: the baseline and the window
+    base_ms = SCOPE.start_ms - 24 * 3_600_000
+    ref = reference(rows, base_ms, SCOPE.end_ms)
+    params = {**SCOPE.params(), "base_ms": base_ms}
+    got = store.query(
+        f"WITH {analytics_anomalies._ROOTS} SELECT TraceId, sum(c) AS cost, sum(i) AS i, count() AS n FROM calls "
+        "GROUP BY TraceId", params,
+    )  # fmt: skip
+    got = {r["TraceId"]: r for r in got}
+    assert set(got) == {t for t, w in ref.items() if w["llm_calls"]}
+    for tid, r in got.items():
+        assert (r["i"], r["n"]) == (ref[tid]["input_tokens"], ref[tid]["llm_calls"])
+        assert (r["cost"] or 0) == pytest.approx(ref[tid]["cost_usd"], rel=1e-9, abs=1e-12)
+    # the planted token bombs in the window are found (one call, its first span)
+    an = analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24)
+    bombs = {(b["trace_id"], b["span_id"]) for b in an["token_bombs"]}
+    planted = {(t, s) for t, s in fleet.truth.bombs.items() if t in fleet.truth.current_tasks}
+    assert planted <= bombs
+
+
+def test_drift_task_samples_equal_the_reference(env):
+    store, _, rest, held = env
+    base_ms = SCOPE.start_ms - 24 * 3_600_000
+    ref = reference([*rest, held], base_ms, SCOPE.end_ms)
+    params = {**SCOPE.params(), "base_ms": base_ms, "keep_cur": 1_000_000, "keep_base": 1_000_000}
+    rows = store.query(analytics_drift.TASKS_SQL, params)
+    assert len(rows) == len(ref)
+    got = sorted((r["service"], r["tokens_per_task"], r["steps_per_task"], round(r["cost_per_task"], 9)) for r in rows)
+    want = sorted((w["service"], w["input_tokens"] + w["output_tokens"], w["steps"], round(w["cost_usd"], 9))
+                  for w in ref.values())  # fmt: skip
+    assert got == want
+
+
+def test_reinserting_everything_and_merging_changes_nothing(env):
+    store, _, rest, held = env
+    before = (_api_tasks(store), queries.overview(store, SCOPE),
+              analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24))  # fmt: skip
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([*rest, held])))
+    for table in (SPANS_TABLE, LLM_CALLS_TABLE, TASK_ROLLUP_TABLE):
+        store.command(f"OPTIMIZE TABLE {table} FINAL")
+    after = (_api_tasks(store), queries.overview(store, SCOPE),
+             analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24))  # fmt: skip
+    assert after == before
+
+
+def test_backfill_builds_the_same_rollups_from_existing_spans(env):
+    """Migrations 5 and 6 on a store that already holds spans: the backfill gives the same answers."""
+    main, _, rest, held = env
+    store = ChdbStore(main.path.parent, database="backfill")  # chDB: one data path per process
+    try:
+        from agentwatch.collector import migrations as M
+
+        early = [m for m in M.MIGRATIONS if m.version < 5]
+        for m in early:
+            for sql in m.statements(Target()):
+                store.command(sql)
+        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([*rest, held])))
+        store.command(
+            "CREATE TABLE IF NOT EXISTS agentwatch_migrations "
+            "(Version UInt32, Name String, AppliedAt DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY Version"
+        )
+        for m in early:
+            store.command(f"INSERT INTO agentwatch_migrations (Version, Name) VALUES ({m.version}, 'x')")
+        assert {5, 6} <= set(migrate(store))
+        _check_tasks(store, [*rest, held])
+    finally:
+        store.close()
+
+
+def test_cluster_render_reads_the_local_spans_table():
+    sql = "\n".join(render(Target("c1")))
+    assert f"TO {LLM_CALLS_TABLE}_local" in sql and f"TO {TASK_ROLLUP_TABLE}_local" in sql
+    assert "FROM otel_traces_local" in sql
+    assert f"CREATE TABLE IF NOT EXISTS {TASK_ROLLUP_TABLE} ON CLUSTER `c1` AS {TASK_ROLLUP_TABLE}_local" in sql
