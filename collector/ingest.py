@@ -11,14 +11,19 @@ import time
 import zlib
 from dataclasses import dataclass
 from enum import Enum
+from operator import itemgetter
 
 from agentwatch.collector.metrics import IngestStats, Metrics
-from agentwatch.collector.normalize import llm_usage, sent_cost
+from agentwatch.collector.normalize import COST, INPUT_TOKENS, OUTPUT_TOKENS, llm_usage, sent_cost
 from agentwatch.collector.otlp import BadRequest, Batch, Limits, new_columns, parse_json, parse_protobuf, walk
 from agentwatch.collector.spool import Spool, SpoolFull
 from agentwatch.collector.writer import to_ipc
 
 log = logging.getLogger(__name__)
+
+# a span is priced only when it carries one of these (sent_cost and llm_usage return None otherwise)
+_PRICE_TRIGGER = frozenset((*COST, *INPUT_TOKENS, *OUTPUT_TOKENS))
+_key = itemgetter(0)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -156,7 +161,10 @@ class Ingestor:
         sources = [""] * n
         unpriced = 0
         timestamps = cols["Timestamp"]
+        trigger = _PRICE_TRIGGER
         for i, pairs in enumerate(cols["SpanAttributes"]):
+            if trigger.isdisjoint(map(_key, pairs)):  # no cost, no token counts (tools, tasks...): nothing to price
+                continue
             attrs = dict(pairs)
             known = sent_cost(attrs)
             if known is not None:

@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from agentwatch.collector.metrics import IngestStats, Metrics
 from agentwatch.collector.migrations import INGEST_STATS_TABLE, INSERT_COLUMNS, SPANS_TABLE
 from agentwatch.collector.spool import Segment, Spool, read_records
-from agentwatch.collector.store import Store, StoreError
+from agentwatch.collector.store import ChdbStore, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,20 @@ ARROW_SCHEMA = pa.schema(
 assert ARROW_SCHEMA.names == INSERT_COLUMNS
 
 
+# a drain that stored at least this many rows is followed by the next one at once, without the interval
+BUSY_ROWS = 5_000
+
+
 def to_ipc(columns: dict[str, list]) -> bytes:
+    res = columns["ResourceAttributes"]
+    if len(res) > 16:
+        # every span of a resource holds the same pairs object: convert each resource once, then repeat it
+        # by index (Arrow builds a map from Python pairs at ~0.2 us a pair; a take is a memcpy)
+        ids = list(map(id, res))
+        by_id = dict(zip(ids, res, strict=True))  # objects in the column are alive: their ids are distinct
+        if len(by_id) * 4 < len(res):
+            idx = pc.index_in(pa.array(ids, pa.int64()), value_set=pa.array(list(by_id), pa.int64()))
+            columns = {**columns, "ResourceAttributes": pa.array(list(by_id.values()), _M).take(idx)}
     table = pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
     return _ipc(table)
 
@@ -100,8 +114,22 @@ class Writer:
         self._last_stats_flush = 0.0
 
     def start(self) -> None:
+        self._tune_inserts()
         self._thread = threading.Thread(target=self._run, name="agentwatch-writer", daemon=True)
         self._thread.start()
+
+    def _tune_inserts(self) -> None:
+        """Embedded chDB: skip the insert-time collapse of equal sort keys within one block
+        (``optimize_on_insert``, on by default for ReplacingMergeTree). Every read deduplicates re-sent
+        spans anyway (FINAL), as it must across blocks; the collapse merges every row of every insert
+        (10-25 % of the insert's CPU with the workload of bench/ingest.py). Settings are per connection
+        in chDB; the write connection only runs our statements."""
+        if not isinstance(self.store, ChdbStore):
+            return
+        try:
+            self.store.command("SET optimize_on_insert = 0")
+        except StoreError as e:
+            log.warning("agentwatch writer: cannot set optimize_on_insert=0 (%s); inserts are slower", e)
 
     def stop(self, *, drain_timeout: float = 10.0) -> None:
         """Stop after one last drain (bounded): what is left stays spooled for the next start."""
@@ -118,14 +146,19 @@ class Writer:
     def _run(self) -> None:
         while True:
             stopping = self._stop.is_set()
+            stored = 0
             try:
-                self.drain_once()
+                stored = self.drain_once()
                 self._flush_stats(force=stopping)
             except Exception:  # noqa: BLE001 - the writer must never die
                 log.exception("agentwatch writer: unexpected error; retrying")
                 self._backoff = min(max(self._backoff * 2, 0.5), 30.0)
             if stopping:
                 return
+            if stored >= BUSY_ROWS and not self._backoff:
+                # under sustained load an insert takes longer than the interval and the next batch is already
+                # big: start it now (waiting would only add to the time a span takes to become queryable)
+                continue
             self._wake.wait(self.interval + self._backoff)
             self._wake.clear()
 
