@@ -43,7 +43,7 @@ READY_JS = """(() => {
 
 class Chromium:
     def __init__(self, exe: str, workdir: Path, *, width: int = 1400, height: int = 1000) -> None:
-        from conftest import free_port
+        from harness import free_port
 
         self.width, self.height = width, height
         port = free_port()

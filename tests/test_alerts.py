@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import KEYS
+from harness import KEYS
 from otlp_payloads import unique
 from test_alerts_support import PD_OK, Receiver, Server, wait
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import uvicorn
-from conftest import KEYS, free_port
+from harness import KEYS, free_port
 from otlp_payloads import Recorder, agent_run
 
 from agentwatch.alerts import AlertService, load

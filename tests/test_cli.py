@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import collector_env, free_port
+from harness import collector_env, free_port
 
 
 def run(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -35,7 +35,7 @@ def test_keys_create_list_revoke_and_use(tmp_path, make_collector):
 
 
 def test_keys_admin_api(collector):
-    from conftest import KEYS
+    from harness import KEYS
 
     r = collector.get("/api/v1/keys", key=KEYS["read"])
     assert r.status_code == 403

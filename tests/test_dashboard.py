@@ -14,7 +14,7 @@ import dashboard_seed
 import pandas as pd
 import pytest
 import streamlit as st
-from conftest import KEYS, free_port
+from harness import KEYS, free_port
 from streamlit.testing.v1 import AppTest
 
 import agentwatch.dashboard as dashboard

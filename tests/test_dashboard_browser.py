@@ -14,8 +14,8 @@ from pathlib import Path
 import dashboard_seed
 import httpx
 import pytest
-from conftest import KEYS, collector_env, free_port
 from dashboard_browser import Chromium, find_chromium
+from harness import KEYS, collector_env, free_port
 
 SHOTS = Path(__file__).parent / "screenshots"
 BAD = ("stException", "Traceback (most recent call last)", "Page not found")

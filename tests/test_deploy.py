@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from conftest import collector_env, free_port
+from harness import collector_env, free_port
 
 from agentwatch.collector.cli import parser
 from agentwatch.collector.settings import CollectorSettings

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from conftest import KEYS, free_port
+from harness import KEYS, free_port
 from otlp_payloads import Recorder, agent_run, raw_request, raw_span, unique
 
 from agentwatch.collector.app import build, create_app
@@ -215,7 +215,7 @@ def test_bad_bootstrap_keys_fail_fast_with_a_clear_error(tmp_path, bad):
     import subprocess
     import sys
 
-    from conftest import collector_env
+    from harness import collector_env
 
     env = collector_env(AGENTWATCH_API_KEYS=bad)
     p = subprocess.run([sys.executable, "-m", "agentwatch.collector.cli", "collector", "--data-dir",

@@ -8,7 +8,7 @@ import os
 import time
 
 import pytest
-from conftest import KEYS
+from harness import KEYS
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.resources import Resource

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import KEYS
+from harness import KEYS
 from otlp_payloads import unique
 
 from agentwatch.collector.fakellm import FakeLLMServer

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import KEYS
+from harness import KEYS
 from otlp_payloads import unique
 
 from agentwatch.collector.fakellm import FakeLLMServer
