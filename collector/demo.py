@@ -152,8 +152,9 @@ RUNNERS = {"support-bot": support_bot, "research-agent": research_agent, "billin
 
 # --- processes ---------------------------------------------------------------------------------------
 def _worker(agent: str, llm_url: str, endpoint: str, key: str, tasks: int | None, interval: float, seed: int,
-            drift_after: int, counters) -> None:  # fmt: skip
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+            drift_after: int, counters, stop) -> None:  # fmt: skip
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (through `stop`), so spans get flushed
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     import anthropic
     import openai
 
@@ -168,7 +169,7 @@ def _worker(agent: str, llm_url: str, endpoint: str, key: str, tasks: int | None
     run = RUNNERS[agent]
     n = 0
     try:
-        while tasks is None or n < tasks:
+        while not stop.is_set() and (tasks is None or n < tasks):
             try:
                 outcome = run(rng, n, clients, n >= drift_after)
             except (agentwatch.LoopDetected, agentwatch.BudgetExceeded, agentwatch.CircuitOpen):
@@ -181,7 +182,7 @@ def _worker(agent: str, llm_url: str, endpoint: str, key: str, tasks: int | None
                 if idx is not None:
                     counters[idx] += 1
             n += 1
-            time.sleep(interval * rng.uniform(0.5, 1.5))
+            stop.wait(interval * rng.uniform(0.5, 1.5))
     finally:
         agentwatch.shutdown()
 
@@ -205,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = mp.get_context("spawn")
     counters = ctx.Array("q", 4)
+    stop = ctx.Event()
+
+    def on_term(signum, frame):  # noqa: ARG001 - a supervisor's SIGTERM stops the fleet like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     interval = len(AGENTS) / args.rate
     with FakeLLMServer() as llm:
         procs = [
@@ -222,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.seed,
                     args.drift_after,
                     counters,
+                    stop,
                 ),
             )  # fmt: skip
             for agent in AGENTS
@@ -239,11 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         finally:
+            stop.set()  # workers finish their task and flush their spans
+            for pr in procs:
+                pr.join(15)
             for pr in procs:
                 if pr.is_alive():
                     pr.terminate()
-            for pr in procs:
-                pr.join(10)
+                    pr.join(5)
     print("agentwatch demo: done, " + _progress(counters), flush=True)
     print(json.dumps({"tasks": counters[C_TASKS], "errors": counters[C_ERRORS], "stopped": counters[C_STOPPED],
                       "escalated": counters[C_ESCALATED]}), flush=True)  # fmt: skip
