@@ -303,7 +303,7 @@ def create_app(collector: Collector) -> FastAPI:
         mine = {k["prefix"] for k in run(c.keys.list) if k["project"] == who.project}
         if prefix[:12] not in mine:
             raise HTTPException(404, "no such key in this project")
-        return {"revoked": run(c.keys.revoke, prefix)}
+        return {"revoked": run(lambda: c.keys.revoke(prefix, project=who.project))}
 
     app.include_router(api_analytics.router(c, reader))
     return app

@@ -146,13 +146,18 @@ class Keys:
         self.add(key, project, role, name)
         return key
 
-    def revoke(self, prefix: str) -> int:
-        """Revoke every key whose prefix (or whole key) matches; returns how many."""
+    def revoke(self, prefix: str, *, project: str | None = None) -> int:
+        """Revoke every key whose prefix (or whole key) matches, only in ``project`` when given (prefixes are
+        12 characters and can be shared across projects); returns how many."""
         rows = self.store.query(
             f"SELECT KeyHash, KeyPrefix, ProjectId, Role, Name FROM {KEYS_TABLE} FINAL WHERE Revoked = 0"
         )
         target = prefix.strip()
-        hits = [r for r in rows if target and (r["KeyPrefix"] == target[:12] or r["KeyHash"] == hash_key(target))]
+        hits = [
+            r for r in rows
+            if target and (project is None or r["ProjectId"] == project)
+            and (r["KeyPrefix"] == target[:12] or r["KeyHash"] == hash_key(target))
+        ]  # fmt: skip
         for r in hits:
             self.store.command(
                 f"INSERT INTO {KEYS_TABLE} (KeyHash, KeyPrefix, ProjectId, Role, Name, Revoked, Version) VALUES "

@@ -144,7 +144,10 @@ def parse_json(body: bytes, batch: Batch) -> ExportTraceServiceRequest:
             raise BadRequest("each resourceSpans entry must be an object")
         rs = req.resource_spans.add()
         _parse_part(rs_d.get("resource"), Resource, rs.resource, "resource")
-        for ss_d in rs_d.get("scopeSpans", rs_d.get("scope_spans", [])) or []:
+        ss_list = rs_d.get("scopeSpans", rs_d.get("scope_spans", [])) or []
+        if not isinstance(ss_list, list):
+            raise BadRequest("scopeSpans must be an array")
+        for ss_d in ss_list:
             if not isinstance(ss_d, dict):
                 raise BadRequest("each scopeSpans entry must be an object")
             ss = rs.scope_spans.add()
@@ -280,6 +283,11 @@ def walk(req: ExportTraceServiceRequest, batch: Batch, *, limits: Limits, now_ns
                     batch.reject(
                         "invalid_timestamp",
                         f"span {span.name[:80]!r}: start time {start} ns is missing or outside the accepted window",
+                    )
+                    continue
+                if end > hi:  # an end in the far future would overflow the store's end time (and lie)
+                    batch.reject(
+                        "invalid_timestamp", f"span {span.name[:80]!r}: end time {end} ns is beyond the accepted window"
                     )
                     continue
                 attrs, cut = attributes(span.attributes, limit)

@@ -58,6 +58,17 @@ class Store(ABC):
             return False
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
+def _bindable(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """chDB reads bound String values in the escaped (TSV) form: escape them, so that a backslash, a tab or a
+    newline in a parameter arrives as itself (the value stays bound either way: this is not about injection)."""
+    if not params:
+        return params
+    return {k: v.translate(_ESCAPES) if isinstance(v, str) else v for k, v in params.items()}
+
+
 def _insert_sql(table: str, columns: list[str], dedup_token: str | None) -> str:
     cols = ", ".join(f"`{c}`" for c in columns)
     settings = ""
@@ -98,14 +109,14 @@ class ChdbStore(Store):
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         with self._write_lock:
             try:
-                self._write.query(sql, "CSV", params=params)
+                self._write.query(sql, "CSV", params=_bindable(params))
             except Exception as e:
                 raise StoreError(str(e)) from e
 
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
         with self._read_lock:
             try:
-                return self._read.query(sql, "ArrowTable", params=params)
+                return self._read.query(sql, "ArrowTable", params=_bindable(params))
             except Exception as e:
                 raise StoreError(str(e)) from e
 

@@ -35,7 +35,8 @@ class DeliveryStats:
     Attributes:
         exported: delivered to the collector (2xx).
         failed: in batches the collector refused or never answered, after the retries.
-        dropped: never sent because the export queue was full (the collector too slow or down).
+        dropped: never sent: the export queue was full (the collector too slow or down), or shutdown gave up on
+            them.
     """
 
     exported: int
@@ -59,9 +60,9 @@ class Stats:
     def snapshot(self) -> DeliveryStats:
         return DeliveryStats(self.exported, self.failed, self.dropped)
 
-    def drop(self) -> None:
+    def drop(self, n: int = 1) -> None:
         with self._lock:
-            self.dropped += 1
+            self.dropped += n
         self.maybe_report()
 
     def maybe_report(self, *, force: bool = False) -> None:
@@ -293,6 +294,9 @@ class Pipeline:
                 inner.shutdown(timeout_millis=int(timeout_s * 1000))
             else:
                 self.batch.shutdown()
+            left = len(self._queue) if self._queue is not None else 0
+            if left:  # shutdown gave up on these (collector down or slow): never sent, and counted as such
+                self.stats.drop(left)
         else:
             self.exporter.shutdown()
         self.stats.maybe_report(force=True)

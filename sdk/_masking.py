@@ -44,7 +44,7 @@ _DETECTORS: list[tuple[str, str]] = [
         r"(?i:(?:api[_\-]?key|access[_\-]?key|private[_\-]?key|secret|token|passw(?:or)?d|pwd))"
         r"[\"']?[ \t]*[:=][ \t]*[\"']?(?P<kv>[^\s\"',;{}<>\[\]]{6,})",
     ),
-    ("email", r"(?<![\w.+\-])[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}\.)+[A-Za-z]{2,24}\b"),
+    ("email", r"(?<![\w.+\-])[A-Za-z0-9._%+\-]{1,64}(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}\.)+[A-Za-z]{2,24}\b"),
     ("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
     ("card", r"(?<![\d\-])(?<!\d\.)\d(?:[ \-]?\d){12,18}(?![\d\-]|\.\d)"),
     ("ssn", r"(?<![\d\-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d\-])"),
@@ -202,7 +202,7 @@ class Masker:
             self._collect(_SECRETS_RE, s, found)
         if self._kv and ("=" in s or ":" in s):
             self._secret_values(s, found)
-        if self._email and "@" in s:
+        if self._email and ("@" in s or "%40" in s):  # %40: an address URL-encoded in a query string
             self._collect(_EMAIL_RE, s, found)
         if self._digits or self._iban:
             for cluster in _CLUSTER.finditer(s):
