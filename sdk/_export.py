@@ -109,27 +109,53 @@ class _ClientLogger:
 
 
 class QuietExporter(SpanExporter):
-    """Counts what was delivered; never lets an exporter exception out; no log line per failed batch."""
+    """Cleans each batch, exports it and counts the outcome; never lets an exporter exception out; no log line
+    per failed batch.
 
-    def __init__(self, inner: SpanExporter, stats: Stats) -> None:
+    The batch in flight is tracked: when shutdown gives up on it (the collector down, the exporter still
+    retrying), ``abandon()`` counts it as dropped, and the late outcome of that export is then not counted again.
+    """
+
+    def __init__(self, inner: SpanExporter, stats: Stats, *, redactor: Redactor | None = None) -> None:
         self.inner = inner
         self.stats = stats
+        self.redactor = redactor
+        self._inflight = 0
+        self._generation = 0
         client = getattr(inner, "_client", None)
         if client is not None and hasattr(client, "_logger"):
             client._logger = _ClientLogger(stats)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self.stats._lock:
+            self._inflight = len(spans)
+            generation = self._generation
+        rejected = 0
         try:
-            result = self.inner.export(spans)
+            if self.redactor is not None:
+                spans, rejected = self.redactor.clean(spans)
+            result = self.inner.export(spans) if spans else SpanExportResult.SUCCESS
         except Exception as error:  # noqa: BLE001 - an exporter bug must not kill the export thread
             self.stats.last_error = repr(error)
             result = SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
-            self.stats.exported += len(spans)
-        else:
-            self.stats.failed += len(spans)
+        with self.stats._lock:
+            if generation != self._generation:
+                return result  # abandoned at shutdown: counted as dropped already
+            self._inflight = 0
+            if result is SpanExportResult.SUCCESS:
+                self.stats.exported += len(spans)
+            else:
+                self.stats.failed += len(spans)
+            self.stats.failed += rejected
         self.stats.maybe_report()
         return result
+
+    def abandon(self) -> None:
+        """Count the batch still being exported, if any, as dropped (shutdown gave up waiting for it)."""
+        with self.stats._lock:
+            lost, self._inflight = self._inflight, 0
+            self._generation += 1
+            self.stats.dropped += lost
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -138,14 +164,13 @@ class QuietExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-class RedactingExporter(SpanExporter):
-    """Masks PII in attribute values, drops content when capture is off, truncates long values; then exports.
+class Redactor:
+    """Masks PII in attribute values, drops content when capture is off, truncates long values.
 
     Spans that need no change are passed on as they are; the others are copied (a ReadableSpan is immutable).
     """
 
-    def __init__(self, inner: SpanExporter, *, masker: Masker | None, capture_content: bool, max_chars: int) -> None:
-        self.inner = inner
+    def __init__(self, *, masker: Masker | None, capture_content: bool, max_chars: int) -> None:
         self.masker = masker
         self.capture_content = capture_content
         self.max_chars = max_chars
@@ -218,20 +243,15 @@ class RedactingExporter(SpanExporter):
             instrumentation_scope=span.instrumentation_scope,
         )
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def clean(self, spans: Sequence[ReadableSpan]) -> tuple[list[ReadableSpan], int]:
+        """The cleaned spans, and how many could not be cleaned (those are not exported: fail closed)."""
         cleaned = []
         for span in spans:
             try:
                 cleaned.append(self._span(span))
             except Exception:  # noqa: BLE001 - fail closed: a span we could not clean is not exported
                 logger.debug("agentwatch: could not redact span %r; not exported", span.name, exc_info=True)
-        return self.inner.export(cleaned)
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
+        return cleaned, len(spans) - len(cleaned)
 
 
 class Pipeline:
@@ -239,7 +259,7 @@ class Pipeline:
 
     def __init__(
         self,
-        exporter: SpanExporter,
+        exporter: QuietExporter,
         stats: Stats,
         *,
         synchronous: bool,
@@ -297,6 +317,7 @@ class Pipeline:
             left = len(self._queue) if self._queue is not None else 0
             if left:  # shutdown gave up on these (collector down or slow): never sent, and counted as such
                 self.stats.drop(left)
+            self.exporter.abandon()  # and on the batch an export may still be retrying
         else:
             self.exporter.shutdown()
         self.stats.maybe_report(force=True)

@@ -130,7 +130,7 @@ class Agentwatch:
 
             from opentelemetry.sdk.trace import TracerProvider
 
-            from ._export import AgentwatchProcessor, Pipeline, QuietExporter, RedactingExporter, Stats
+            from ._export import AgentwatchProcessor, Pipeline, QuietExporter, Redactor, Stats
             from ._masking import Masker
 
             provider = advanced.tracer_provider
@@ -152,11 +152,14 @@ class Agentwatch:
                 traces_url, key, advanced.headers, export_timeout, compression
             )
             pipeline = Pipeline(
-                RedactingExporter(
-                    QuietExporter(exporter, stats),
-                    masker=Masker(redaction) if redaction is not None else None,
-                    capture_content=capture,
-                    max_chars=max_chars,
+                QuietExporter(
+                    exporter,
+                    stats,
+                    redactor=Redactor(
+                        masker=Masker(redaction) if redaction is not None else None,
+                        capture_content=capture,
+                        max_chars=max_chars,
+                    ),
                 ),
                 stats,
                 synchronous=advanced.synchronous_export,
