@@ -25,26 +25,30 @@ from agentwatch.collector.store import Store
 DEFAULT_BASELINE_H = 7 * 24
 MIN_LOG_SPREAD = 0.05  # a floor on the robust spread in log space (~5 %): identical costs do not give z = inf
 
-# tasks (root starting in [base, to)) and their LLM calls, from the rollups (collector/rollups.py): one call
-# counted once, a re-sent span never twice; params: project, service, base_ms, from_ms, to_ms
 _CALLS_WINDOW = (
     "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
     f" AND Hour >= toStartOfHour({R.ms('base_ms')}) AND Hour < {R.ms('to_ms')}"
 )
+
+# tasks (root starting in [base, to)) and their LLM calls, from the rollups (collector/rollups.py): one call
+# counted once, a re-sent span never twice; params: project, service, base_ms, from_ms, to_ms. The calls are every
+# task's in those hours, not ``TraceId IN roots``: both users join them to the roots, and testing each row against
+# the roots' set costs more than aggregating the few extra tasks. MATERIALIZED: the task and the bomb scores share
+# them.
 _ROOTS = f"""
 roots AS MATERIALIZED (
     SELECT TraceId, r.service AS service, r.name AS name, r.ts >= {R.ms("from_ms")} AS cur, r.ts AS ts,
            r.ts + toIntervalNanosecond(r.dur) AS te
     FROM ({R.roots("base_ms", "to_ms")})
 ),
-calls AS ({R.calls(R.members_where("base_ms", service=True))})"""
+calls AS MATERIALIZED ({R.calls(R.member_hours_where("base_ms", service=True))})"""
 
 # The robust score of a value column `x` (log scale) per key, baseline first, the window as a fallback. One
-# GROUP BY over `pts` (arrays of the baseline's and the window's values per key, then the window's points
-# unrolled with their key's median and spread): `pts` is evaluated once, not once per statistic. ARRAY JOIN, not
+# GROUP BY over the points (arrays of the baseline's and the window's values per key, then the window's points
+# unrolled with their key's median and spread): they are evaluated once, not once per statistic. ARRAY JOIN, not
 # arrayJoin(): with the function, the score filter is pushed below the join and the medians recomputed per row.
 _SCORE = """
-scored AS (
+{name} AS (
     SELECT {keys}, use_b, n, med, spread, p
     FROM (
         SELECT {keys}, cp, nb >= {{min_samples:UInt32}} AS use_b, if(use_b, nb, nc) AS n,
@@ -54,52 +58,59 @@ scored AS (
         FROM (
             SELECT {keys}, groupArrayIf(x, NOT cur) AS xb, groupArrayIf(x, cur) AS xc, length(xb) AS nb,
                    length(xc) AS nc, groupArrayIf(({payload}), cur) AS cp
-            FROM pts GROUP BY {keys}
+            FROM {source} GROUP BY {keys}
         )
         WHERE nb >= {{min_samples:UInt32}} OR nc >= {{min_samples:UInt32}}
     ) ARRAY JOIN cp AS p
 )"""
 
 
-def _score_cte(keys: str, payload: str) -> str:
-    return _SCORE.format(keys=keys, payload=payload, mad_scale=MAD_SCALE, min_spread=MIN_LOG_SPREAD)
+def _score_cte(name: str, source: str, keys: str, payload: str) -> str:
+    return _SCORE.format(
+        name=name, source=source, keys=keys, payload=payload, mad_scale=MAD_SCALE, min_spread=MIN_LOG_SPREAD
+    )
 
 
-TASKS_SQL = f"""
+# Tasks far above their (service, name) baseline and token bombs, in one statement: both read the same roots and
+# calls over the baseline and the window, the most expensive part of either. ``kind`` tells the rows apart; each
+# branch keeps its own filter, order and limit.
+ANOMALIES_SQL = f"""
 WITH {_ROOTS},
 cost AS (SELECT TraceId, sum(c) AS cost, sum(i) AS i, sum(o) AS o, count() AS llm_calls FROM calls GROUP BY TraceId),
-pts AS (
+task_pts AS (
     SELECT r.TraceId AS TraceId, r.service AS service, r.name AS name, r.cur AS cur, r.ts AS ts, c.cost AS cost,
            c.i AS i, c.o AS o, c.llm_calls AS llm_calls, log(c.cost) AS x
     FROM roots AS r INNER JOIN cost AS c ON c.TraceId = r.TraceId
     WHERE c.cost > 0
 ),
-{_score_cte("service, name", "TraceId, ts, cost, i, o, llm_calls, x")}
-SELECT p.1 AS trace_id, service, name, toUnixTimestamp64Nano(p.2) AS start_ns, p.3 AS cost, p.4 AS input_tokens,
-       p.5 AS output_tokens, p.6 AS llm_calls, exp(med) AS baseline, n AS baseline_n, use_b,
-       (p.7 - med) / spread AS score, p.3 / exp(med) AS ratio
-FROM scored
-WHERE score >= {{z:Float64}} AND ratio >= {{ratio:Float64}}
-ORDER BY score DESC, trace_id LIMIT {{limit:UInt32}}
-"""
-
-BOMBS_SQL = f"""
-WITH {_ROOTS},
-pts AS (
+{_score_cte("task_scored", "task_pts", "service, name", "TraceId, ts, cost, i, o, llm_calls, x")},
+bomb_pts AS (
     SELECT c.TraceId AS TraceId, c.span_id AS span_id, r.service AS service, r.name AS name, c.model AS model,
            c.ts >= fromUnixTimestamp64Milli({{from_ms:Int64}}) AS cur, c.ts AS ts, c.i AS i, c.c AS cost,
            log(c.i) AS x
     FROM calls AS c INNER JOIN roots AS r ON c.TraceId = r.TraceId
     WHERE c.i > 0
 ),
-{_score_cte("service, name, model", "TraceId, span_id, ts, i, cost, x")}
-SELECT p.1 AS trace_id, p.2 AS span_id, service, name, model, toUnixTimestamp64Nano(p.3) AS ts_ns,
-       p.4 AS input_tokens, p.5 AS cost, exp(med) AS baseline, n AS baseline_n, use_b, (p.6 - med) / spread AS score,
-       p.4 / exp(med) AS ratio
-FROM scored
-WHERE p.3 < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND score >= {{bomb_z:Float64}}
-  AND ratio >= {{bomb_ratio:Float64}}
-ORDER BY score DESC, trace_id, span_id LIMIT {{limit:UInt32}}
+{_score_cte("bomb_scored", "bomb_pts", "service, name, model", "TraceId, span_id, ts, i, cost, x")}
+SELECT * FROM (
+    SELECT 'task' AS kind, p.1 AS trace_id, '' AS span_id, service, name, '' AS model,
+           toUnixTimestamp64Nano(p.2) AS start_ns, p.3 AS cost, p.4 AS input_tokens, p.5 AS output_tokens,
+           p.6 AS llm_calls, exp(med) AS baseline, n AS baseline_n, use_b, (p.7 - med) / spread AS score,
+           p.3 / exp(med) AS ratio
+    FROM task_scored
+    WHERE score >= {{z:Float64}} AND ratio >= {{ratio:Float64}}
+    ORDER BY score DESC, trace_id LIMIT {{limit:UInt32}}
+    UNION ALL
+    SELECT 'bomb' AS kind, p.1 AS trace_id, p.2 AS span_id, service, name, toString(model) AS model,
+           toUnixTimestamp64Nano(p.3) AS start_ns, p.5 AS cost, p.4 AS input_tokens, toUInt64(0) AS output_tokens,
+           toUInt64(0) AS llm_calls, exp(med) AS baseline, n AS baseline_n, use_b, (p.6 - med) / spread AS score,
+           p.4 / exp(med) AS ratio
+    FROM bomb_scored
+    WHERE p.3 < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND score >= {{bomb_z:Float64}}
+      AND ratio >= {{bomb_ratio:Float64}}
+    ORDER BY score DESC, trace_id, span_id LIMIT {{limit:UInt32}}
+)
+ORDER BY kind DESC, score DESC, trace_id, span_id
 """
 
 SPIKES_SQL = f"""
@@ -151,6 +162,7 @@ def cost_anomalies(
         "min_samples": min_samples, "bomb_z": bomb_z, "bomb_ratio": bomb_ratio, "spike_z": spike_z,
         "spike_ratio": spike_ratio, "limit": limit,
     }  # fmt: skip
+    rows = store.query(ANOMALIES_SQL, params)
     items = [
         {
             "trace_id": r["trace_id"],
@@ -167,7 +179,8 @@ def cost_anomalies(
             "output_tokens": int(r["output_tokens"]),
             "llm_calls": int(r["llm_calls"]),
         }
-        for r in store.query(TASKS_SQL, params)
+        for r in rows
+        if r["kind"] == "task"
     ]
     bombs = [
         {
@@ -176,7 +189,7 @@ def cost_anomalies(
             "service": r["service"],
             "name": r["name"],
             "model": r["model"] or None,
-            "time": iso(r["ts_ns"]),
+            "time": iso(r["start_ns"]),
             "input_tokens": int(r["input_tokens"]),
             "baseline_input_tokens": rnd(r["baseline"], 1),
             "ratio": rnd(r["ratio"], 3),
@@ -185,7 +198,8 @@ def cost_anomalies(
             "baseline_n": int(r["baseline_n"]),
             "baseline_source": "trailing" if r["use_b"] else "window",
         }
-        for r in store.query(BOMBS_SQL, params)
+        for r in rows
+        if r["kind"] == "bomb"
     ]
     spikes = [
         {

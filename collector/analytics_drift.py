@@ -25,7 +25,7 @@ import numpy as np
 
 from agentwatch.collector import rollups as R
 from agentwatch.collector.analytics_common import check_range, chi2_homogeneity, ks_2samp, psi, psi_continuous, rnd
-from agentwatch.collector.migrations import SPANS_TABLE
+from agentwatch.collector.migrations import LLM_CALLS_TABLE, SPANS_TABLE
 from agentwatch.collector.queries import QueryError, Scope, iso
 from agentwatch.collector.store import Store
 
@@ -56,14 +56,42 @@ WITH {_ROOTS}
 SELECT service, cur, count() AS n FROM roots GROUP BY service, cur
 """
 
-TASKS_SQL = f"""
-WITH {_ROOTS.replace("roots AS (", "all_roots AS (", 1)},
-roots AS MATERIALIZED (SELECT * FROM all_roots WHERE {_SAMPLE_CUR}),
-calls AS ({R.calls(R.members_where("base_ms", service=True))}),
+
+# The sampled tasks' metrics, with the sampling rates (``_keep`` of the largest service's task count per window, for
+# ``max_samples``) computed in the statement (``keeps``) and returned on every row: the roots over the baseline are
+# found once, not once for COUNTS_SQL and again for the tasks. COUNTS_SQL gives the rates when no task is returned.
+# The members' rows: the window's hours, pre-filtered by the sampling hash at the larger of the two rates (the joins
+# keep the sampled roots' rows only); not ``TraceId IN roots``: testing every row against the roots' set costs more
+# than aggregating the few extra (unsampled, rootless) traces. params: the scope's, base_ms, max_samples.
+_KEEP = (
+    "if({n} <= {{max_samples:UInt32}}, 1000000, greatest(1, toUInt32(floor(1000000 * {{max_samples:UInt32}} / {n}))))"
+)
+_SAMPLED_MEMBERS = (
+    f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms('base_ms')})"
+    " AND Hour <= (SELECT max(te) FROM roots)"
+    " AND cityHash64(TraceId) % 1000000 < (SELECT greatest(keep_cur, keep_base) FROM keeps)"
+)
+TASKS_SAMPLED_SQL = f"""
+WITH {_ROOTS.replace("roots AS (", "all_roots AS MATERIALIZED (", 1)},
+keeps AS MATERIALIZED (
+    SELECT {_KEEP.format(n="maxIf(n, cur)")} AS keep_cur, {_KEEP.format(n="maxIf(n, NOT cur)")} AS keep_base
+    FROM (SELECT service, cur, count() AS n FROM all_roots GROUP BY service, cur)
+),
+roots AS MATERIALIZED (
+    SELECT * FROM all_roots
+    WHERE cityHash64(TraceId) % 1000000 < if(cur, (SELECT keep_cur FROM keeps), (SELECT keep_base FROM keeps))
+),
+calls AS (
+    SELECT TraceId, CallKey, max(InputTokens) AS i, max(OutputTokens) AS o, max(CostUsd) AS c
+    FROM {LLM_CALLS_TABLE}
+    WHERE {_SAMPLED_MEMBERS} AND ({{service:String}} = '' OR ServiceName = {{service:String}})
+    GROUP BY TraceId, CallKey
+),
 ct AS (SELECT TraceId, sum(i + o) AS tokens, sum(ifNull(c, 0)) AS cost FROM calls GROUP BY TraceId),
-st AS ({R.task_spans(R.members_where("base_ms"), steps_only=True)})
+st AS ({R.task_spans(_SAMPLED_MEMBERS, steps_only=True)})
 SELECT r.service AS service, r.cur AS cur, ifNull(ct.tokens, 0) AS tokens_per_task, ifNull(ct.cost, 0) AS cost_per_task,
-       ifNull(st.steps, 1) AS steps_per_task, r.duration_ms AS task_latency_ms, r.err AS err
+       ifNull(st.steps, 1) AS steps_per_task, r.duration_ms AS task_latency_ms, r.err AS err,
+       (SELECT keep_cur FROM keeps) AS keep_cur, (SELECT keep_base FROM keeps) AS keep_base
 FROM roots AS r LEFT JOIN ct ON ct.TraceId = r.TraceId LEFT JOIN st ON st.TraceId = r.TraceId
 SETTINGS join_use_nulls = 1
 """
@@ -118,23 +146,39 @@ def drift(
         raise QueryError(f"min_samples must be between 5 and 100000, got {min_samples}")
     if not 100 <= max_samples <= 200_000:
         raise QueryError(f"max_samples must be between 100 and 200000, got {max_samples}")
-    params: dict[str, Any] = {**scope.params(), "base_ms": scope.start_ms - int(baseline_hours * 3_600_000)}
-    counts: dict[bool, int] = defaultdict(int)
-    for r in store.query(COUNTS_SQL, params):
-        counts[bool(r["cur"])] = max(counts[bool(r["cur"])], int(r["n"]))
-    params.update(keep_cur=_keep(counts[True], max_samples), keep_base=_keep(counts[False], max_samples))
+    params: dict[str, Any] = {
+        **scope.params(), "base_ms": scope.start_ms - int(baseline_hours * 3_600_000), "max_samples": max_samples,
+    }  # fmt: skip
+    tasks = store.query_arrow(TASKS_SAMPLED_SQL, params)
+    if tasks.num_rows:
+        params.update(keep_cur=int(tasks.column("keep_cur")[0].as_py()),
+                      keep_base=int(tasks.column("keep_base")[0].as_py()))  # fmt: skip
+    else:
+        counts: dict[bool, int] = defaultdict(int)
+        for r in store.query(COUNTS_SQL, params):
+            counts[bool(r["cur"])] = max(counts[bool(r["cur"])], int(r["n"]))
+        params.update(keep_cur=_keep(counts[True], max_samples), keep_base=_keep(counts[False], max_samples))
 
-    samples: dict[str, dict[str, dict[bool, list]]] = defaultdict(lambda: defaultdict(lambda: {False: [], True: []}))
-    for r in store.query(TASKS_SQL, params):
-        s = samples[r["service"]]
-        cur = bool(r["cur"])
-        for m in TASK_METRICS:
-            s[m][cur].append(float(r[m]))
-        s["error_rate"][cur].append(int(bool(r["err"])))
-    for r in store.query(CALLS_SQL, params):
-        s = samples[r["service"]]
-        for m in CALL_METRICS:
-            s[m][bool(r["cur"])].append(float(r[m]))
+    # columnar (Arrow -> numpy), not one Python dict per task / call: hundreds of thousands of rows at scale
+    samples: dict[str, dict[str, dict[bool, Any]]] = defaultdict(lambda: defaultdict(lambda: {False: [], True: []}))
+    for t, metrics in ((tasks, (*TASK_METRICS, "err")), (None, CALL_METRICS)):
+        if t is None:
+            t = store.query_arrow(CALLS_SQL, params)
+        if not t.num_rows:
+            continue
+        services = np.asarray(t.column("service").to_pylist(), dtype=object)
+        curs = t.column("cur").to_numpy(zero_copy_only=False).astype(bool)
+        cols = {m: t.column(m).to_numpy(zero_copy_only=False) for m in metrics}
+        for service in set(services.tolist()):
+            sel = services == service
+            for cur in (False, True):
+                mask = sel & (curs == cur)
+                for m in metrics:
+                    v = cols[m][mask]
+                    if m == "err":
+                        samples[service]["error_rate"][cur] = v.astype(bool).astype(int)
+                    else:
+                        samples[service][m][cur] = v.astype(float)
     mixes: dict[str, dict[str, dict[bool, dict[str, int]]]] = defaultdict(
         lambda: defaultdict(lambda: {False: {}, True: {}})
     )

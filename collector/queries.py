@@ -158,11 +158,9 @@ class TaskFilter:
             raise QueryError(f"loop_repeats must be between 2 and 100, got {self.loop_repeats}")
 
 
-# The per-task rollup, shared by every task-level query. Params: the scope's, plus loop_repeats. Read from the
-# rollups (collector/rollups.py): the roots starting in the window, their span counts and tool sequence from
-# task_rollup, their calls (max per field per call) from llm_calls. CTE names and columns are part of the contract
-# (roots, calls, tasks are used by analytics_stats).
-TASKS_CTE = f"""
+def _roots_and_calls(calls_where: str) -> str:
+    """The CTEs ``roots`` (tasks starting in the window) and ``call_totals`` (their calls' totals, one row a task)."""
+    return f"""
 roots AS MATERIALIZED (
     SELECT TraceId, toUnixTimestamp64Nano(r.ts) AS start_ns, r.dur AS duration_ns, r.service AS service,
            r.name AS name, r.span_name AS span_name, r.outcome AS outcome, r.error_type AS error_type,
@@ -170,30 +168,53 @@ roots AS MATERIALIZED (
            r.ts AS ts, r.ts + toIntervalNanosecond(r.dur) AS te
     FROM ({R.roots()})
 ),
-calls AS ({R.calls(R.members_where("from_ms"))}),
+calls AS ({R.calls(calls_where)}),
 call_totals AS (
     SELECT TraceId, count() AS llm_calls, sum(i) AS input_tokens, sum(o) AS output_tokens,
            sum(cr) AS cache_read_tokens, sum(cw) AS cache_write_tokens, sum(rt) AS reasoning_tokens,
            sum(c) AS priced_cost, countIf(c IS NULL AND (i > 0 OR o > 0)) AS unpriced_calls,
            groupUniqArray(model) AS models
     FROM calls GROUP BY TraceId
-),
-span_totals AS ({R.task_spans(R.members_where("from_ms"))}),
-tasks AS (
-    SELECT TraceId, start_ns, duration_ns, service, name, outcome, error_type, conversation_id, session_id, user_id,
-           ifNull(llm_calls, 0) AS llm_calls, ifNull(input_tokens, 0) AS input_tokens,
+)"""
+
+
+_CALL_COLUMNS = """TraceId, start_ns, duration_ns, service, name, outcome, error_type, conversation_id, session_id,
+           user_id, ifNull(llm_calls, 0) AS llm_calls, ifNull(input_tokens, 0) AS input_tokens,
            ifNull(output_tokens, 0) AS output_tokens, ifNull(cache_read_tokens, 0) AS cache_read_tokens,
            ifNull(cache_write_tokens, 0) AS cache_write_tokens, ifNull(reasoning_tokens, 0) AS reasoning_tokens,
            ifNull(priced_cost, 0) AS cost_usd, ifNull(unpriced_calls, 0) AS unpriced_llm_calls, models,
-           ifNull(steps, 1) AS steps, ifNull(tool_calls, 0) AS tool_calls, ifNull(errors, 0) AS errors,
-           ifNull(max_repeats, 0) AS max_repeats, max_repeats >= {{loop_repeats:UInt32}} AS loop,
-           input_tokens + output_tokens AS total_tokens
+           input_tokens + output_tokens AS total_tokens"""
+_SPAN_COLUMNS = """ifNull(steps, 1) AS steps, ifNull(tool_calls, 0) AS tool_calls, ifNull(errors, 0) AS errors,
+       ifNull(max_repeats, 0) AS max_repeats, max_repeats >= {loop_repeats:UInt32} AS loop"""
+
+# The per-task rollup, shared by every task-level query. Params: the scope's, plus loop_repeats. Read from the
+# rollups (collector/rollups.py): the roots starting in the window, their span counts and tool sequence from
+# task_rollup, their calls (max per field per call) from llm_calls. CTE names and columns are part of the contract
+# (roots, calls, tasks are used by analytics_stats).
+TASKS_CTE = f"""{_roots_and_calls(R.members_where("from_ms"))},
+span_totals AS ({R.task_spans(R.members_where("from_ms"))}),
+tasks AS (
+    SELECT {_CALL_COLUMNS},
+           {_SPAN_COLUMNS}
     FROM roots
     LEFT JOIN call_totals USING TraceId
     LEFT JOIN span_totals USING TraceId
     SETTINGS join_use_nulls = 1
 )
 """
+
+
+# The task list's fast path (no loop filter, not sorted by tool calls): pick the page from the roots and their call
+# totals, then merge the per-task span states (steps, tool calls, errors, the tool sequence for max_repeats) for
+# the page's tasks only — those hash-set and array merges are most of the cost when done for every task of the
+# window. Same rows and columns as ``tasks`` in TASKS_CTE (members read up to the latest end of all the roots).
+_PAGE_CTE = f"""{_roots_and_calls(R.member_hours_where("from_ms"))},
+ctasks AS (
+    SELECT {_CALL_COLUMNS}
+    FROM roots
+    LEFT JOIN call_totals USING TraceId
+    SETTINGS join_use_nulls = 1
+)"""
 
 
 def tasks(store: Store, scope: Scope, f: TaskFilter) -> dict[str, Any]:
@@ -216,7 +237,25 @@ def tasks(store: Store, scope: Scope, f: TaskFilter) -> dict[str, Any]:
         conds.append("(positionCaseInsensitive(name, {q:String}) > 0 OR TraceId = lower({q:String}))")
         params["q"] = f.q
     order = f"{TASK_SORTS[f.sort]} {f.order.upper()}, TraceId"
-    sql = f"""
+    if f.loop is None and f.sort != "tool_calls":
+        spans_where = (
+            f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms('from_ms')})"
+            " AND Hour <= (SELECT max(te) FROM roots) AND TraceId IN (SELECT TraceId FROM page)"
+        )
+        sql = f"""
+WITH {_PAGE_CTE},
+page AS MATERIALIZED (
+    SELECT *, count() OVER () AS total FROM ctasks WHERE {" AND ".join(conds)}
+    ORDER BY {order} LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}
+),
+span_totals AS ({R.task_spans(spans_where)})
+SELECT page.*, {_SPAN_COLUMNS}
+FROM page LEFT JOIN span_totals USING TraceId
+ORDER BY {order}
+SETTINGS join_use_nulls = 1
+"""
+    else:
+        sql = f"""
 WITH {TASKS_CTE}
 SELECT *, count() OVER () AS total FROM tasks WHERE {" AND ".join(conds)}
 ORDER BY {order} LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}

@@ -174,6 +174,7 @@ def test_tasks_equal_the_raw_span_reference_while_a_task_runs_and_after_its_root
 
 def test_overview_unit_economics_and_anomaly_inputs_equal_the_reference(env):
     store, fleet, rest, held = env
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([held])))  # again if an earlier test did: no change
     rows = [*rest, held]
     want = reference(rows, SCOPE.start_ms, SCOPE.end_ms)
     ov = queries.overview(store, SCOPE)
@@ -182,13 +183,14 @@ def test_overview_unit_economics_and_anomaly_inputs_equal_the_reference(env):
     assert sum(i["tasks"] for i in econ["items"]) == len(want)
     assert sum(i["llm_calls"] for i in econ["items"]) == sum(w["llm_calls"] for w in want.values())
     assert sum(i["input_tokens"] for i in econ["items"]) == sum(w["input_tokens"] for w in want.values())
-    # the anomaly query's per-task inputs: the baseline and the window
+    # the anomaly query's per-task inputs: the baseline and the window (its calls are every task's in those hours;
+    # the query joins them to the roots)
     base_ms = SCOPE.start_ms - 24 * 3_600_000
     ref = reference(rows, base_ms, SCOPE.end_ms)
     params = {**SCOPE.params(), "base_ms": base_ms}
     got = store.query(
         f"WITH {analytics_anomalies._ROOTS} SELECT TraceId, sum(c) AS cost, sum(i) AS i, count() AS n FROM calls "
-        "GROUP BY TraceId", params,
+        "WHERE TraceId IN (SELECT TraceId FROM roots) GROUP BY TraceId", params,
     )  # fmt: skip
     got = {r["TraceId"]: r for r in got}
     assert set(got) == {t for t, w in ref.items() if w["llm_calls"]}
@@ -206,8 +208,9 @@ def test_drift_task_samples_equal_the_reference(env):
     store, _, rest, held = env
     base_ms = SCOPE.start_ms - 24 * 3_600_000
     ref = reference([*rest, held], base_ms, SCOPE.end_ms)
-    params = {**SCOPE.params(), "base_ms": base_ms, "keep_cur": 1_000_000, "keep_base": 1_000_000}
-    rows = store.query(analytics_drift.TASKS_SQL, params)
+    params = {**SCOPE.params(), "base_ms": base_ms, "max_samples": 200_000}  # fewer tasks: all kept
+    rows = store.query(analytics_drift.TASKS_SAMPLED_SQL, params)
+    assert {(r["keep_cur"], r["keep_base"]) for r in rows} == {(1_000_000, 1_000_000)}
     assert len(rows) == len(ref)
     got = sorted((r["service"], r["tokens_per_task"], r["steps_per_task"], round(r["cost_per_task"], 9)) for r in rows)
     want = sorted((w["service"], w["input_tokens"] + w["output_tokens"], w["steps"], round(w["cost_usd"], 9))
