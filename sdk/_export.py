@@ -76,8 +76,8 @@ class Stats:
                 return
             self._last_report, self._reported_lost = now, lost
         logger.warning(
-            "agentwatch: %d spans not delivered to %s since the last report (%d dropped: export queue full; "
-            "%d failed to export: %s); %d delivered in all",
+            "agentwatch: %d spans not delivered to %s since the last report (%d dropped: export queue full, or "
+            "still waiting at shutdown; %d failed to export: %s); %d delivered in all",
             new,
             self.endpoint,
             self.dropped,
