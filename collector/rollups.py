@@ -8,8 +8,10 @@ hour up to the latest end of the roots found in it (the same member rule as the 
 
 Fragments take the scope's bound parameters (``project``, ``service``) plus the window bounds named by the
 caller (``from_ms``/``to_ms``, or ``base_ms`` for a trailing baseline). Callers declare their roots CTE
-``AS MATERIALIZED`` (ClickHouse 26): it is read four or five times (bounds, IN sets, joins), and an inlined CTE
-would be re-evaluated each time (measured: -30 to -40 % on the task list and token bombs).
+``AS MATERIALIZED``: it is read four or five times (bounds, IN sets, joins), and an inlined CTE would be
+re-evaluated each time. ClickHouse parses the keyword from 26.3 and honours it only with ``enable_materialized_cte``
+on, which the store adapter sets (collector/store.py; measured: -25 to -40 % on the task list, loops, cost
+anomalies and drift at 1M spans).
 """
 
 from __future__ import annotations

@@ -21,6 +21,30 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "agentwatch"
 
+# The read queries declare CTEs they read several times ``AS MATERIALIZED`` (collector/rollups.py). ClickHouse
+# parses that from 26.3 and honours it only with this setting on (else it inlines the CTE at every reference):
+# measured on bench/queries.py at 1M spans, -25 to -40 % on the task list, loops, cost anomalies and drift. It is
+# experimental upstream, so it is turned on where we test it: the embedded engine (chDB, ClickHouse 26.9) and
+# servers from that version on; 26.3-26.8 run the same SQL with the CTEs inlined (same results, slower).
+MIN_SERVER_VERSION = (26, 3)
+MATERIALIZED_CTE_SETTING = "enable_materialized_cte"
+MATERIALIZED_CTE_FROM = (26, 9)
+
+
+def server_settings(version: str, where: str) -> dict[str, Any]:
+    """The session settings for a ClickHouse server of ``version`` (``'26.9.2.1'``); a StoreError if too old."""
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError as e:
+        raise StoreError(f"cannot read the version {version!r} of ClickHouse at {where}") from e
+    if (major, minor) < MIN_SERVER_VERSION:
+        need = ".".join(map(str, MIN_SERVER_VERSION))
+        raise StoreError(
+            f"ClickHouse at {where} is {version}; agentwatch needs {need} or newer (materialized CTEs in its read "
+            "queries). docker-compose.yml pins a version that works."
+        )
+    return {MATERIALIZED_CTE_SETTING: 1} if (major, minor) >= MATERIALIZED_CTE_FROM else {}
+
 
 class StoreError(RuntimeError):
     """The store could not run a statement (down, full, or the statement is wrong)."""
@@ -105,6 +129,7 @@ class ChdbStore(Store):
         for conn in (self._read, self._write):
             conn.query(f"CREATE DATABASE IF NOT EXISTS `{database}`")
             conn.query(f"USE `{database}`")
+        self._read.query(f"SET {MATERIALIZED_CTE_SETTING} = 1")
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         with self._write_lock:
@@ -156,12 +181,14 @@ class ClickHouseServerStore(Store):
         )
         try:
             admin = clickhouse_connect.get_client(**kwargs)
+            version = str(admin.server_version)
             admin.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
             admin.close()
-            self._client_kwargs = {**kwargs, "database": self.database}
-            self._local = threading.local()
         except Exception as e:
             raise StoreError(f"cannot reach ClickHouse at {u.hostname}:{kwargs['port']}: {e}") from e
+        settings = server_settings(version, f"{u.hostname}:{kwargs['port']}")
+        self._client_kwargs = {**kwargs, "database": self.database, "settings": settings}
+        self._local = threading.local()
 
     def _client(self):
         # clickhouse-connect clients are not thread-safe for concurrent queries: one per thread
