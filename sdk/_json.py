@@ -74,7 +74,7 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     for item in content:
         if isinstance(item, str):
             parts.append({"type": "text", "content": item})
-        elif isinstance(item, Mapping):
+        elif type(item) is dict or isinstance(item, Mapping):
             part = dict(item)
             if part.get("type") == "text" and "content" not in part and "text" in part:
                 part["content"] = part.pop("text")
@@ -94,7 +94,7 @@ def messages(items: Iterable[Any], *, output: bool = False, finish_reasons: list
     for index, item in enumerate(items):
         if isinstance(item, str):
             message: dict[str, Any] = {"role": "assistant" if output else "user", "parts": _parts(item)}
-        elif isinstance(item, Mapping):
+        elif type(item) is dict or isinstance(item, Mapping):
             message = {"role": item.get("role", "assistant" if output else "user")}
             message["parts"] = _parts(item["parts"]) if "parts" in item else _parts(item.get("content"))
             if "name" in item:

@@ -43,9 +43,12 @@ class TaskUsage:
 def _int(attrs: Mapping[str, Any], *keys: str) -> int | None:
     for key in keys:
         value = attrs.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
             return value
     return None
+
+
+_NO_USAGE = Usage()
 
 
 def usage_of(attrs: Mapping[str, Any]) -> Usage | None:
@@ -263,6 +266,8 @@ class TaskRun(Run):
 
     def admit_llm(self) -> GuardError | None:
         """Before an LLM call in this task: the budget error to raise, if any."""
+        if self.budget is None and self.parent is None:
+            return None  # nothing to enforce (the common case: no lock taken)
         with _ACCOUNTING:
             for task in self._chain():
                 if (error := task._admit("llm")) is not None:
@@ -313,9 +318,9 @@ class TaskRun(Run):
             self.span.set_attribute(A.GEN_AI_PROVIDER_NAME, provider)
         with _ACCOUNTING:
             new_call = True
-            merged = usage or Usage()
+            merged = usage or _NO_USAGE
             charged = 0.0
-            prior = Usage()
+            prior = _NO_USAGE
             if isinstance(response_id, str) and response_id:
                 seen = self._seen.get(response_id)
                 if seen is not None:  # the same call reported by a second span (client + instrumentation)
