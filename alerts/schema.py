@@ -2,7 +2,9 @@
 
 Small tables: alert state and the notification log are ReplacingMergeTree keyed by identity (read with
 FINAL: the newest version wins); history and the delivery log are append-only with a TTL. On a cluster
-they are Replicated (one shard: every collector sees the same state, so only one pages).
+they are Replicated (one shard: every collector sees the same state). When several collectors share the store,
+the one holding the lease (``alert_lease``) evaluates and pages; the others stand by and take over when it
+lapses.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ EVENTS_TABLE = "alert_events"
 NFLOG_TABLE = "alert_nflog"
 DELIVERIES_TABLE = "alert_deliveries"
 SILENCES_TABLE = "alert_silences"
+LEASE_TABLE = "alert_lease"
 
 
 def _oc(t: Any) -> str:
@@ -101,11 +104,25 @@ ORDER BY (ProjectId, Id)"""
     ]
 
 
+def lease_ddl(t: Any = None) -> list[str]:
+    """Which collector evaluates (one at a time when several share the store): the newest row wins."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {LEASE_TABLE}{_oc(t)} (
+    Name LowCardinality(String),
+    Holder String,
+    ExpiresAt Float64,
+    Version UInt64
+) ENGINE = {_engine(t, "ReplacingMergeTree", LEASE_TABLE, "Version")}
+ORDER BY Name"""
+    ]
+
+
 # (version, name, statements) for collector/migrations.py
 MIGRATIONS = [
     (20, "alert state and history", state_ddl),
     (21, "alert notification log and delivery log", notification_ddl),
     (22, "alert silences", silences_ddl),
+    (23, "alert evaluation lease", lease_ddl),
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +53,11 @@ class AlertService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
+        # one evaluator among the collectors sharing the store: this one, while it holds the lease
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.leader: str | None = None
+        self._leading = False
+        self._expires = 0.0
 
     @classmethod
     def for_collector(cls, c: Any, *, rules: str | None = None, **kw: Any) -> AlertService:
@@ -86,10 +92,35 @@ class AlertService:
         self._thread = threading.Thread(target=self._run, name="agentwatch-alerts", daemon=True)
         self._thread.start()
 
+    @property
+    def lease_ttl(self) -> float:
+        """How long a collector that stopped answering keeps the lease: three intervals, at least 5 s."""
+        return max(3 * self.config.interval, 5.0)
+
+    def _lead(self) -> bool:
+        """Whether this collector evaluates now. Taking over (at start, or from one that stopped or lapsed)
+        reloads the alerts and notification log from the store, so the incident goes on without a second page."""
+        now = time.time()
+        try:
+            holder, self._expires = self.state.lease(self.holder, self.lease_ttl, now)
+        except Exception as e:  # noqa: BLE001 - the store is down: keep the role we had while our lease runs
+            log.debug("alerts: cannot read the evaluation lease: %s", e)
+            return self._leading and now < self._expires
+        leading = holder == self.holder
+        if leading and not self._leading:
+            if self.leader is not None:  # at start, load() ran already
+                log.info("alerts: taking over evaluation from %s", self.leader)
+                self.engine.load()
+        elif not leading and (self._leading or self.leader != holder):
+            log.info("alerts: %s evaluates (it holds the lease); this collector stands by", holder)
+        self.leader, self._leading = holder, leading
+        return leading
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.engine.evaluate()
+                if self._lead():
+                    self.engine.evaluate()
             except Exception:  # noqa: BLE001 - the daemon outlives any one evaluation
                 self.errors += 1
                 log.exception("alert evaluation failed")
@@ -99,6 +130,11 @@ class AlertService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
+            if self._leading:
+                try:
+                    self.state.release(self.holder)
+                except Exception:  # noqa: BLE001 - the lease lapses by itself
+                    log.warning("alerts: could not release the evaluation lease; it lapses in %gs", self.lease_ttl)
         self.dispatcher.stop()
 
     # --- silences --------------------------------------------------------------------------------------
@@ -128,6 +164,7 @@ class AlertService:
         now = time.time()
         out = {
             "enabled": self.active,
+            "evaluator": {"this_collector": self.holder, "leader": self.leader, "evaluating": self._leading},
             **self.config.describe(),
             **self.engine.snapshot(project),
             "history": self.state.history(project, history),

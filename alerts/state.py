@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from agentwatch.alerts.model import Alert, Matcher, Silence, Status
-from agentwatch.alerts.schema import DELIVERIES_TABLE, EVENTS_TABLE, NFLOG_TABLE, SILENCES_TABLE, STATE_TABLE
+from agentwatch.alerts.schema import (
+    DELIVERIES_TABLE,
+    EVENTS_TABLE,
+    LEASE_TABLE,
+    NFLOG_TABLE,
+    SILENCES_TABLE,
+    STATE_TABLE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,15 @@ class MemoryState:
         with self._lock:
             return [s for s in self.silences.values() if project is None or s.project == project]
 
+    # the evaluation lease (one evaluator among the collectors that share a store)
+    def lease(self, holder: str, ttl_s: float, now: float) -> tuple[str, float]:
+        """Claim or renew the lease for ``holder`` unless another holds it unexpired: ``(holder, expires_at)``
+        of whoever holds it now. In memory, nobody else can."""
+        return holder, now + ttl_s
+
+    def release(self, holder: str) -> None:
+        return None
+
 
 def _event(a: Alert, event: str, now: float) -> dict[str, Any]:
     return {"time": now, "project": a.project, "fingerprint": a.fingerprint, "rule": a.rule, "event": event,
@@ -184,8 +201,18 @@ class StoreState(MemoryState):
             f"ORDER BY Time DESC, Attempt DESC LIMIT {{n:UInt32}}",
             {"p": project, "n": limit},
         )
-        cols = ("ProjectId", "Channel", "GroupKey", "Kind", "Attempt", "Outcome", "HttpStatus", "Error", "DurationMs",
-                "Alerts")
+        cols = (
+            "ProjectId",
+            "Channel",
+            "GroupKey",
+            "Kind",
+            "Attempt",
+            "Outcome",
+            "HttpStatus",
+            "Error",
+            "DurationMs",
+            "Alerts",
+        )
         return [Delivery(r["t"] / 1000, *(r[c] for c in cols)) for r in rows]
 
     def save_silence(self, s: Silence) -> None:
@@ -212,3 +239,35 @@ class StoreState(MemoryState):
             out.append(Silence(r["Id"], r["ProjectId"], matchers, r["StartsAt"], r["EndsAt"], r["CreatedBy"],
                                r["Comment"]))  # fmt: skip
         return out
+
+    def _lease_row(self) -> dict[str, Any] | None:
+        rows = self.store.query(
+            f"SELECT Holder, ExpiresAt FROM {LEASE_TABLE} WHERE Name = 'alerts' ORDER BY Version DESC LIMIT 1"
+        )
+        return rows[0] if rows else None
+
+    def _write_lease(self, holder: str, expires_at: float) -> None:
+        # nanoseconds plus a random tail: two collectors claiming in the same instant never tie
+        self.store.command(
+            f"INSERT INTO {LEASE_TABLE} (Name, Holder, ExpiresAt, Version) VALUES ('alerts', {{h:String}}, "
+            "{e:Float64}, {v:UInt64})",
+            {"h": holder, "e": expires_at, "v": time.time_ns() * 1000 + secrets.randbelow(1000)},
+        )
+
+    def lease(self, holder: str, ttl_s: float, now: float) -> tuple[str, float]:
+        """Claim the lease when it is free, lapsed or ours; then read back who won (the newest row: a collector
+        that claimed at the same moment may have written after us). ClickHouse has no compare-and-set, so two
+        collectors can both evaluate for at most one interval after a lapse; the state they page from is shared."""
+        row = self._lease_row()
+        ours = row is not None and row["Holder"] == holder
+        if row is None or row["ExpiresAt"] < now or (ours and row["ExpiresAt"] - now < ttl_s * 2 / 3):
+            self._write_lease(holder, now + ttl_s)  # claim, or renew a third of the way in
+            row = self._lease_row()
+        assert row is not None
+        return row["Holder"], float(row["ExpiresAt"])
+
+    def release(self, holder: str) -> None:
+        """Give the lease up at a clean stop, so a standing-by collector takes over at its next tick."""
+        row = self._lease_row()
+        if row is not None and row["Holder"] == holder:
+            self._write_lease(holder, 0.0)

@@ -337,6 +337,7 @@ MIGRATIONS: list[Migration] = [
     Migration(20, "alert state and history", alert_schema.state_ddl),
     Migration(21, "alert notification log and delivery log", alert_schema.notification_ddl),
     Migration(22, "alert silences", alert_schema.silences_ddl),
+    Migration(23, "alert evaluation lease", alert_schema.lease_ddl),
 ]
 
 

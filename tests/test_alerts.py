@@ -121,6 +121,38 @@ def test_loop_pages_once_resolves_once_and_a_restart_sends_nothing_twice(tmp_pat
     assert "notarealslacksecret123" not in logs and PD_KEY not in logs
 
 
+def test_two_collectors_on_one_store_page_once_and_the_standby_takes_over(tmp_path, slack, pd):
+    from agentwatch.alerts import AlertService
+    from agentwatch.alerts.channels import Backoff
+
+    service = unique("svc-pair")
+    rules = LOOP_RULES.format(interval="0.25s", window="4s")
+    with Server(tmp_path, rules, env_for(slack, pd)) as s:
+        other = AlertService(s.config, store=s.store, backoff=Backoff(base=0.05, cap=0.2))  # a second collector
+        other.start()
+        try:
+            s.run_tasks(service, 2, loop=True)
+            wait(lambda: slack.requests and pd.requests, what="the first pages")
+            wait(lambda: s.alerts.engine.evaluations >= 6)
+            assert len(slack.requests) == 1 and len(pd.requests) == 1  # one page, not one per collector
+            assert s.alerts.leader == other.leader == s.alerts.holder  # the first to start holds the lease
+            assert other.engine.evaluations == 0 and not other.view("proj-a")["evaluator"]["evaluating"]
+
+            s.alerts.stop()  # the evaluating collector goes away; the standby takes over at its next tick
+            wait(lambda: other.engine.evaluations >= 4, what="the standby evaluating")
+            assert other.leader == other.holder
+            s.run_tasks(service, 1, loop=True)  # the incident goes on: the new evaluator knows it was paged
+            n = other.engine.evaluations
+            wait(lambda: other.engine.evaluations >= n + 4)
+            assert len(slack.requests) == 1 and len(pd.requests) == 1, "a takeover must not page again"
+            s.run_tasks(service, 2, loop=False)  # the loop stops: the new evaluator resolves it, once
+            wait(lambda: len(slack.requests) == 2 and len(pd.requests) == 2, timeout=30, what="the resolves")
+            assert pd.requests[1]["json"]["event_action"] == "resolve"
+            assert pd.requests[1]["json"]["dedup_key"] == pd.requests[0]["json"]["dedup_key"]
+        finally:
+            other.stop()
+
+
 def test_slack_429_honours_retry_after_then_delivers_once(tmp_path, slack):
     slack.script = [(429, "rate_limited", {"Retry-After": "1"})]
     service = unique("svc-429")
