@@ -111,7 +111,7 @@ def builtin_rules(channels: tuple[str, ...]) -> tuple[Rule, ...]:
              summary="LLM P99 latency is more than twice its 24 h baseline"),
         Rule(name="drift", detector="drift", severity=Severity.WARNING, channels=chat, window=3600,
              group_by=("service", "metric"), labels=(("category", "drift"),), repeat_interval=24 * 3600,
-             summary="Agent behaviour drifted from its baseline (PSI >= 0.2)"),
+             summary="Agent behaviour drifted from its baseline (PSI >= 0.2)", every=300),
     )  # fmt: skip
 
 
@@ -170,7 +170,7 @@ class _Errors:
 TOP_KEYS = {"version", "interval", "dashboard_url", "projects", "defaults", "channels", "rules", "inhibit"}
 RULE_KEYS = {
     "name", "metric", "op", "threshold", "baseline", "detector", "params", "severity", "channels", "window", "for",
-    "min_samples", "repeat_interval", "labels", "group_by", "summary", "service",
+    "min_samples", "repeat_interval", "labels", "group_by", "summary", "service", "every",
 }  # fmt: skip
 DEFAULT_KEYS = {"window", "for", "min_samples", "repeat_interval", "severity", "channels"}
 CHANNEL_KEYS = {"type", "url_env", "url", "routing_key_env", "secret_env", "min_interval", "max_attempts", "timeout"}
@@ -393,6 +393,7 @@ def _rule(errs: _Errors, i: int, raw: Any, defaults: dict, chans: dict[str, Chan
     window = duration(f"{w}: field 'window'", get("window", "5m"), lo=1)
     for_s = duration(f"{w}: field 'for'", get("for", 0))
     repeat = duration(f"{w}: field 'repeat_interval'", get("repeat_interval", "4h"), lo=1)
+    every = duration(f"{w}: field 'every'", raw.get("every", 0))
     ms = get("min_samples", 1)
     if not isinstance(ms, int) or isinstance(ms, bool) or ms < 0:
         errs.add(f"{w}: field 'min_samples'", f"must be a whole number >= 0, got {ms!r}")
@@ -468,13 +469,13 @@ def _rule(errs: _Errors, i: int, raw: Any, defaults: dict, chans: dict[str, Chan
         for k in ("threshold", "op", "baseline"):
             if k in raw:
                 errs.add(f"{w}: field {k!r}", "only threshold rules (metric) take it; detectors use params")
-    if len(errs.items) > n_errors or window is None or for_s is None or repeat is None:
+    if len(errs.items) > n_errors or window is None or for_s is None or repeat is None or every is None:
         return None
     return Rule(
         name=name, severity=severity, channels=tuple(dict.fromkeys(ch)), window=window, for_s=for_s, min_samples=ms,
         repeat_interval=repeat, labels=labels, group_by=tuple(group_by), summary=summary, metric=metric, op=op,
         threshold=float(threshold) if threshold is not None else None, baseline=baseline, detector=detector,
-        params=params, service=service,
+        params=params, service=service, every=every,
     )  # fmt: skip
 
 

@@ -38,6 +38,7 @@ class RuleRun:
     error: str = ""
     samples: list[Sample] | None = None
     seconds: float = 0.0
+    at: float = 0.0  # the evaluation's time (the engine clock)
 
 
 class Engine:
@@ -82,16 +83,19 @@ class Engine:
             for project in projects:
                 reader = self.reader(project)
                 for rule in self.config.rules:
+                    last = self.last_runs.get((project, rule.name))
+                    if rule.every and last is not None and last.ok and now - last.at < rule.every:
+                        continue  # evaluated recently enough (``every``): its alerts keep their state
                     t0 = time.monotonic()
                     try:
                         samples = sources.evaluate(reader, rule, now)
                     except Exception as e:  # noqa: BLE001 - one rule's failure never stops the others
-                        run = RuleRun(project, rule.name, False, str(e)[:500], None, time.monotonic() - t0)
+                        run = RuleRun(project, rule.name, False, str(e)[:500], None, time.monotonic() - t0, now)
                         self._log_error(project, rule.name, e)
                     else:
                         self._errors_logged.pop((project, rule.name), None)
                         self._apply(project, rule, samples, now)
-                        run = RuleRun(project, rule.name, True, "", samples, time.monotonic() - t0)
+                        run = RuleRun(project, rule.name, True, "", samples, time.monotonic() - t0, now)
                     self.last_runs[(project, rule.name)] = run
                     runs.append(run)
             self._orphans(now)

@@ -90,6 +90,7 @@ class Rule:
     detector: str | None = None
     params: tuple[tuple[str, Any], ...] = ()
     service: str = ""  # only this service (empty: all)
+    every: float = 0.0  # evaluate at most this often (0: every interval); for heavy detectors over long windows
 
     @property
     def kind(self) -> str:
@@ -113,6 +114,8 @@ class Rule:
         }
         if self.service:
             d["service"] = self.service
+        if self.every:
+            d["every"] = fmt_duration(self.every)
         if self.detector:
             d["detector"] = self.detector
             d["params"] = dict(self.params)

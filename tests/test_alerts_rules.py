@@ -136,3 +136,36 @@ def test_builtin_rules_run_on_the_log_channel_when_asked():
     assert all(r.channels == ("log",) for r in cfg.rules)
     with_slack = load(None, env={"AGENTWATCH_ALERT_LOG": "1", "AGENTWATCH_SLACK_WEBHOOK_URL": "http://127.0.0.1:9/x"})
     assert all(set(r.channels) == {"log", "slack"} for r in with_slack.rules)
+
+
+def test_a_rule_with_every_is_evaluated_at_most_that_often_and_keeps_its_state_between(tmp_path):
+    cfg = _load(tmp_path, "rules:\n  - {name: errors, metric: error_rate, threshold: 0.2, every: 5m, channels: [log]}\n"
+                          "  - {name: each, metric: error_rate, threshold: 0.9, channels: [log]}\n")  # fmt: skip
+    assert cfg.rules[0].every == 300 and cfg.rules[0].describe()["every"] == "5m"
+    reader = Scripted()
+    calls: list[str] = []
+    eng = Engine(cfg, MemoryState(), reader=lambda p: reader, projects=lambda: ["p"])
+    real_get = reader.get
+    reader.get = lambda endpoint, window, **kw: calls.append(endpoint) or real_get(endpoint, window, **kw)
+    reader.value = 0.5
+    for t in (1000, 1030, 1060, 1299):
+        eng.evaluate(t)
+    assert len(calls) == 4 + 1  # 'each' every time, 'errors' once in its 5 minutes
+    assert {a.rule: a.status.value for a in eng.alerts.values()} == {"errors": "firing"}  # kept while skipped
+    reader.value = 0.0
+    eng.evaluate(1301)  # 5 minutes on: evaluated again, and it clears
+    assert len(calls) == 5 + 2
+    assert {a.rule: a.status.value for a in eng.alerts.values()} == {}
+    reader.value = 0.5
+    eng.evaluate(1400)  # skipped: its last evaluation, 99 s ago, is recent enough
+    assert {a.rule: a.status.value for a in eng.alerts.values()} == {}
+    reader.value = RuntimeError("store down")
+    eng.evaluate(1601)  # due, and it fails
+    reader.value = 0.5
+    eng.evaluate(1610)  # the last evaluation failed: the next tick tries again, whatever `every` says
+    assert {a.rule: a.status.value for a in eng.alerts.values()} == {"errors": "firing"}
+
+
+def test_built_in_drift_rule_runs_every_five_minutes():
+    drift = next(r for r in load(None, env=ENV).rules if r.name == "drift")
+    assert drift.every == 300
