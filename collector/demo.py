@@ -168,8 +168,10 @@ def _worker(agent: str, llm_url: str, endpoint: str, key: str, tasks: int | None
     rng = random.Random(f"{seed}-{agent}")
     run = RUNNERS[agent]
     n = 0
+    parent = os.getppid()
     try:
-        while not stop.is_set() and (tasks is None or n < tasks):
+        # also stop when the demo process is gone (killed): a worker never outlives its fleet
+        while not stop.is_set() and (tasks is None or n < tasks) and os.getppid() == parent:
             try:
                 outcome = run(rng, n, clients, n >= drift_after)
             except (agentwatch.LoopDetected, agentwatch.BudgetExceeded, agentwatch.CircuitOpen):
@@ -208,10 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     counters = ctx.Array("q", 4)
     stop = ctx.Event()
 
+    stopping = [False]
+
     def on_term(signum, frame):  # noqa: ARG001 - a supervisor's SIGTERM stops the fleet like Ctrl-C
-        raise KeyboardInterrupt
+        # Ctrl-C reaches the whole process group and the supervisor's SIGTERM follows: stop on the first signal
+        # only. A second KeyboardInterrupt inside ``stop.set()`` would leave the event's shared lock held, and the
+        # workers blocked on it for ever.
+        if not stopping[0]:
+            stopping[0] = True
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     interval = len(AGENTS) / args.rate
     with FakeLLMServer() as llm:
         procs = [
@@ -247,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         finally:
+            stopping[0] = True  # from here on, further signals are ignored: the fleet is stopping
             stop.set()  # workers finish their task and flush their spans
             for pr in procs:
                 pr.join(15)

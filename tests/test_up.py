@@ -11,10 +11,18 @@ import time
 
 import httpx
 import psutil
+import pytest
 from harness import free_port
 
 
-def test_up_with_demo_shows_data_fires_a_loop_alert_and_stops_cleanly(tmp_path):
+@pytest.mark.parametrize(
+    "stop",
+    [
+        "ctrl-c",  # SIGINT to the whole foreground process group, as a terminal sends it: every child gets it too
+        "sigterm",  # SIGTERM to the supervisor alone (systemd, docker stop)
+    ],
+)
+def test_up_with_demo_shows_data_fires_a_loop_alert_and_stops_cleanly(tmp_path, stop):
     port, dash = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTWATCH_", "OTEL_"))}
     env["AGENTWATCH_ALERT_INTERVAL"] = "2"
@@ -47,7 +55,10 @@ def test_up_with_demo_shows_data_fires_a_loop_alert_and_stops_cleanly(tmp_path):
         children = psutil.Process(p.pid).children(recursive=True)
         assert len(children) >= 5  # collector, dashboard, demo fleet and its agents
     finally:
-        p.send_signal(signal.SIGINT)
+        if stop == "ctrl-c":
+            os.killpg(p.pid, signal.SIGINT)
+        else:
+            p.send_signal(signal.SIGTERM)
         try:
             p.wait(60)
         except subprocess.TimeoutExpired:
@@ -56,3 +67,4 @@ def test_up_with_demo_shows_data_fires_a_loop_alert_and_stops_cleanly(tmp_path):
     gone, alive = psutil.wait_procs(children, timeout=20)
     assert not alive, [c.cmdline() for c in alive]  # nothing orphaned
     assert p.returncode == 0
+    assert "Traceback" not in (tmp_path / "up.log").read_text()
