@@ -128,6 +128,7 @@ def test_two_collectors_on_one_store_page_once_and_the_standby_takes_over(tmp_pa
     service = unique("svc-pair")
     rules = LOOP_RULES.format(interval="0.25s", window="4s")
     with Server(tmp_path, rules, env_for(slack, pd)) as s:
+        wait(lambda: s.alerts.leader == s.alerts.holder, what="the first collector holding the lease")
         other = AlertService(s.config, store=s.store, backoff=Backoff(base=0.05, cap=0.2))  # a second collector
         other.start()
         try:
