@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import Status
 
 from . import _attributes as A
-from ._errors import handle_internal_errors
+from ._errors import swallowed
 from ._masking import Masker
 from ._runtime import CURRENT_TASK, RUNTIME, SCOPE
 
@@ -351,7 +351,7 @@ class AgentwatchProcessor(SpanProcessor):
         if task is None and not RUNTIME.tasks_by_trace:
             return
         error = None
-        with handle_internal_errors:
+        try:
             attributes = _attributes_of(span)
             if not attributes or attributes.get(A.GEN_AI_OPERATION_NAME) not in A.LLM_OPERATIONS:
                 return
@@ -359,20 +359,30 @@ class AgentwatchProcessor(SpanProcessor):
                 task = RUNTIME.tasks_by_trace.get(span.get_span_context().trace_id)
             if task is not None:
                 error = task.admit_llm()
+        except Exception as internal:
+            if not swallowed(internal):
+                raise
         if error is not None:
             raise error
 
     def on_end(self, span: ReadableSpan) -> None:
-        attributes = _attributes_of(span)
-        if attributes and attributes.get(A.GEN_AI_OPERATION_NAME) in A.LLM_OPERATIONS:
-            with handle_internal_errors:
+        # Called for every span of the provider, on the thread that ends it: kept to a few dict lookups.
+        try:
+            attributes = _attributes_of(span)
+            if attributes and attributes.get(A.GEN_AI_OPERATION_NAME) in A.LLM_OPERATIONS:
                 task = CURRENT_TASK.get() or RUNTIME.tasks_by_trace.get(span.context.trace_id)
                 if task is not None:
                     task.account_llm(attributes)
+        except Exception as internal:
+            if not swallowed(internal):
+                raise
         pipeline = self.pipeline
         if pipeline is not None:
-            with handle_internal_errors:
+            try:  # apart from the accounting: a bug there must not cost the span its export
                 pipeline.on_end(span)
+            except Exception as internal:
+                if not swallowed(internal):
+                    raise
 
     def shutdown(self) -> None:
         pipeline, self.pipeline = self.pipeline, None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -32,10 +32,37 @@ def _default(value: Any) -> Any:
     return text
 
 
-_canonical = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default, check_circular=True
-).encode
-_plain = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_default).encode
+def _encoder(*, sort_keys: bool) -> Callable[[Any], str]:
+    """Compact JSON, ``ensure_ascii=False``. ``JSONEncoder.encode`` builds a C encoder on each call and tracks
+    containers to catch circular ones: ~1 us of a small call, more than the encoding. We build it once, without
+    that tracking (so it keeps no state and threads can share it); a circular structure then recurses until
+    RecursionError and is encoded again by the checking encoder, which says ValueError, as before."""
+    checked = json.JSONEncoder(
+        sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, default=_default, check_circular=True
+    ).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (another Python): the stock path
+        return checked
+    try:
+        fast = make(None, _default, json.encoder.encode_basestring, None, ":", ",", sort_keys, False, True)
+        sample = {"b": [1.5, None, "é\n", {2}], "a": True}
+        if "".join(fast(sample, 0)) != checked(sample):
+            return checked
+    except Exception:  # noqa: BLE001 - a C encoder of another signature: the stock path
+        return checked
+    join = "".join
+
+    def encode(value: Any) -> str:
+        try:
+            return join(fast(value, 0))
+        except RecursionError:
+            return checked(value)
+
+    return encode
+
+
+_canonical = _encoder(sort_keys=True)
+_plain = _encoder(sort_keys=False)
 
 
 def canonical_json(value: Any) -> str:
@@ -90,21 +117,25 @@ def messages(items: Iterable[Any], *, output: bool = False, finish_reasons: list
     Accepts that shape as is, OpenAI-style ``{"role", "content"}`` dicts, or plain strings (a user message in, an
     assistant message out).
     """
+    role = "assistant" if output else "user"
+    reasons = finish_reasons or []
     result: list[Any] = []
     for index, item in enumerate(items):
         if isinstance(item, str):
-            message: dict[str, Any] = {"role": "assistant" if output else "user", "parts": _parts(item)}
+            message: dict[str, Any] = {"role": role, "parts": [{"type": "text", "content": item}]}
         elif type(item) is dict or isinstance(item, Mapping):
-            message = {"role": item.get("role", "assistant" if output else "user")}
-            message["parts"] = _parts(item["parts"]) if "parts" in item else _parts(item.get("content"))
+            content = item["parts"] if "parts" in item else item.get("content")
+            message = {
+                "role": item.get("role", role),
+                "parts": [{"type": "text", "content": content}] if type(content) is str else _parts(content),
+            }
             if "name" in item:
                 message["name"] = item["name"]
             if "finish_reason" in item:
                 message["finish_reason"] = item["finish_reason"]
         else:
-            message = {"role": "assistant" if output else "user", "parts": _parts(str(item))}
+            message = {"role": role, "parts": _parts(str(item))}
         if output and "finish_reason" not in message:
-            reasons = finish_reasons or []
             message["finish_reason"] = reasons[index] if index < len(reasons) else (reasons[-1] if reasons else "stop")
         result.append(message)
     return result

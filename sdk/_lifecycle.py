@@ -17,7 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from ._errors import handle_internal_errors
+from ._errors import swallowed
 from ._runtime import CURRENT_RUN
 
 P = ParamSpec("P")
@@ -44,20 +44,26 @@ class Run:
         self._run_token = CURRENT_RUN.set(self)
 
     def _detach(self) -> None:
-        with handle_internal_errors:
+        try:
             if self._run_token is not None:
                 CURRENT_RUN.reset(self._run_token)
                 self._run_token = None
             if self._otel_token is not None:
                 otel_context.detach(self._otel_token)
                 self._otel_token = None
+        except Exception as internal:
+            if not swallowed(internal):
+                raise
 
     def _finish(self, error: BaseException | None, result: Any = NOTHING) -> None:
         if self._ended:
             return
         self._ended = True
-        with handle_internal_errors:
+        try:
             self._close(error, result)
+        except Exception as internal:
+            if not swallowed(internal):
+                raise
 
     def _close(self, error: BaseException | None, result: Any) -> None:
         self.span.end()
@@ -105,8 +111,11 @@ class Spec(Generic[RunT]):
     # -- context manager --------------------------------------------------------------------------------------
     def __enter__(self) -> RunT:
         run = self._begin(None, (), {})
-        with handle_internal_errors:
+        try:
             run._attach()
+        except Exception as internal:
+            if not swallowed(internal):
+                raise
         return run
 
     def __exit__(

@@ -10,7 +10,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from . import _attributes as A
-from ._errors import handle_internal_errors
+from ._errors import swallowed
 from ._json import error_type, messages, to_json
 from ._lifecycle import NoopRun, Run, Spec
 from ._runtime import CURRENT_TASK, RUNTIME
@@ -25,7 +25,6 @@ class LlmRun(Run):
 
     __slots__ = ()
 
-    @handle_internal_errors
     def record(
         self,
         *,
@@ -53,46 +52,50 @@ class LlmRun(Run):
                 "parts"}`` messages or strings; exported as JSON (masked) only with content capture on.
             system_instructions: the system prompt, when passed apart from the messages.
         """
-        span = self.span
-        if not span.is_recording():
-            return
-        attrs: dict[str, AttributeValue] = {}
-        read, write = cache_read_tokens or 0, cache_creation_tokens or 0
-        if input_tokens is not None:
-            attrs[A.GEN_AI_USAGE_INPUT_TOKENS] = (
-                input_tokens + read + write if input_tokens < read + write else int(input_tokens)
-            )
-        for key, value in (
-            (A.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
-            (A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens),
-            (A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_tokens),
-            (A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning_tokens),
-        ):
-            if value is not None:
-                attrs[key] = int(value)
-        if response_model is not None:
-            attrs[A.GEN_AI_RESPONSE_MODEL] = str(response_model)
-        if response_id is not None:
-            attrs[A.GEN_AI_RESPONSE_ID] = str(response_id)
-        if finish_reasons is not None:
-            attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = [str(reason) for reason in finish_reasons]
-        if RUNTIME.capture_content:
-            limit = RUNTIME.max_content_chars
-            if input_messages is not None:
-                attrs[A.GEN_AI_INPUT_MESSAGES] = to_json(messages(input_messages), limit)
-            if output_messages is not None:
-                reasons = list(finish_reasons) if finish_reasons is not None else None
-                attrs[A.GEN_AI_OUTPUT_MESSAGES] = to_json(
-                    messages(output_messages, output=True, finish_reasons=reasons), limit
+        try:
+            span = self.span
+            if not span.is_recording():
+                return
+            attrs: dict[str, AttributeValue] = {}
+            read, write = cache_read_tokens or 0, cache_creation_tokens or 0
+            if input_tokens is not None:
+                attrs[A.GEN_AI_USAGE_INPUT_TOKENS] = (
+                    input_tokens + read + write if input_tokens < read + write else int(input_tokens)
                 )
-            if system_instructions is not None:
-                parts = (
-                    [{"type": "text", "content": system_instructions}]
-                    if isinstance(system_instructions, str)
-                    else list(system_instructions)
-                )
-                attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = to_json(parts, limit)
-        span.set_attributes(attrs)
+            for key, value in (
+                (A.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
+                (A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens),
+                (A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_tokens),
+                (A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning_tokens),
+            ):
+                if value is not None:
+                    attrs[key] = int(value)
+            if response_model is not None:
+                attrs[A.GEN_AI_RESPONSE_MODEL] = str(response_model)
+            if response_id is not None:
+                attrs[A.GEN_AI_RESPONSE_ID] = str(response_id)
+            if finish_reasons is not None:
+                attrs[A.GEN_AI_RESPONSE_FINISH_REASONS] = [str(reason) for reason in finish_reasons]
+            if RUNTIME.capture_content:
+                limit = RUNTIME.max_content_chars
+                if input_messages is not None:
+                    attrs[A.GEN_AI_INPUT_MESSAGES] = to_json(messages(input_messages), limit)
+                if output_messages is not None:
+                    reasons = list(finish_reasons) if finish_reasons is not None else None
+                    attrs[A.GEN_AI_OUTPUT_MESSAGES] = to_json(
+                        messages(output_messages, output=True, finish_reasons=reasons), limit
+                    )
+                if system_instructions is not None:
+                    parts = (
+                        [{"type": "text", "content": system_instructions}]
+                        if isinstance(system_instructions, str)
+                        else list(system_instructions)
+                    )
+                    attrs[A.GEN_AI_SYSTEM_INSTRUCTIONS] = to_json(parts, limit)
+            span.set_attributes(attrs)
+        except Exception as internal:  # not @handle_internal_errors: its *args, **kwargs wrapper costs ~0.5 us here
+            if not swallowed(internal):
+                raise
 
     def _close(self, error: BaseException | None, result: Any) -> None:
         span = self.span
@@ -126,11 +129,17 @@ class LlmSpec(Spec[LlmRun]):
         task = CURRENT_TASK.get()
         if task is not None:
             error = None
-            with handle_internal_errors:
+            try:
                 error = task.admit_llm()
+            except Exception as internal:
+                if not swallowed(internal):
+                    raise
             if error is not None:
                 raise error
-        with handle_internal_errors:
+        try:
             span: trace.Span = RUNTIME.tracer.start_span(self._span_name, kind=SpanKind.CLIENT, attributes=self._attrs)
             return LlmRun(span, self)
+        except Exception as internal:
+            if not swallowed(internal):
+                raise
         return NoopRun(self)  # type: ignore[return-value]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from . import _attributes as A
-from ._errors import handle_internal_errors
+from ._errors import handle_internal_errors, swallowed
 from ._exceptions import BudgetExceeded, GuardError, LoopDetected
 from ._json import error_type
 from ._lifecycle import NoopRun, Run, Spec
@@ -24,8 +25,12 @@ from ._runtime import CURRENT_TASK, RUNTIME
 
 logger = logging.getLogger("agentwatch")
 
-# One lock for all accounting: it is held for a few microseconds, by LLM span ends and tool starts.
-_ACCOUNTING = threading.Lock()
+# One lock for all accounting: it is held for a few microseconds, by LLM span ends and tool starts (and by settling
+# deferred usage, which accounts entry by entry under it: hence reentrant).
+_ACCOUNTING = threading.RLock()
+
+_MAX_PENDING = 64
+"""Deferred usage entries a task tree keeps before adding them up (bounds what the entries keep alive)."""
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,8 @@ class TaskUsage:
     usd: float | None
 
 
-def _int(attrs: Mapping[str, Any], *keys: str) -> int | None:
-    for key in keys:
-        value = attrs.get(key)
-        if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
-            return value
-    return None
+def _int(value: Any) -> int | None:
+    return value if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)) else None
 
 
 _NO_USAGE = Usage()
@@ -53,13 +54,20 @@ _NO_USAGE = Usage()
 
 def usage_of(attrs: Mapping[str, Any]) -> Usage | None:
     """Token usage from a span's attributes (semconv, the in-flight cache_write name, deprecated aliases)."""
-    inp = _int(attrs, A.GEN_AI_USAGE_INPUT_TOKENS, A.GEN_AI_USAGE_PROMPT_TOKENS)
-    out = _int(attrs, A.GEN_AI_USAGE_OUTPUT_TOKENS, A.GEN_AI_USAGE_COMPLETION_TOKENS)
-    read = _int(attrs, A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
-    write = _int(attrs, A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, A.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
-    reasoning = _int(attrs, A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)
+    get = attrs.get
+    inp = _int(get(A.GEN_AI_USAGE_INPUT_TOKENS))
+    if inp is None:
+        inp = _int(get(A.GEN_AI_USAGE_PROMPT_TOKENS))
+    out = _int(get(A.GEN_AI_USAGE_OUTPUT_TOKENS))
+    if out is None:
+        out = _int(get(A.GEN_AI_USAGE_COMPLETION_TOKENS))
+    read = _int(get(A.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS))
+    write = _int(get(A.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS))
+    if write is None:
+        write = _int(get(A.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS))
     if inp is None and out is None and read is None and write is None:
         return None
+    reasoning = _int(get(A.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS))
     read, write = read or 0, write or 0
     inp = inp or 0
     if inp < read + write and inp:  # a sender that reports input without the cache (provider style): add it
@@ -107,6 +115,8 @@ class TaskRun(Run):
         "_has_provider",
         "_trace_id",
         "_prev_in_trace",
+        "_root",
+        "_pending",
     )
 
     def __init__(
@@ -134,6 +144,14 @@ class TaskRun(Run):
         self._repeats = 0
         self._warned: set[str] = set()
         self._has_provider = has_provider
+        # Usage of a task tree without any budget is only read through ``usage``: LLM span ends and tool calls in it
+        # queue an entry on the tree's root (a deque: append and popleft need no lock) and ``_settle`` adds them up
+        # when ``usage`` is read or a subtask ends. With a budget on the way up, accounting is eager: the guards
+        # need it at once. No reference cycle: the root is None in the root itself and in its own entries.
+        self._root: TaskRun | None = None if parent is None else (parent._root or parent)
+        self._pending: deque[tuple[TaskRun | None, Mapping[str, Any] | None]] | None = (
+            deque() if parent is None else None
+        )
         self._trace_id = span.get_span_context().trace_id
         with RUNTIME.lock:
             self._prev_in_trace = RUNTIME.tasks_by_trace.get(self._trace_id)
@@ -172,6 +190,7 @@ class TaskRun(Run):
     @property
     def usage(self) -> TaskUsage:
         """Tokens, calls, time (and cost, with a USD budget) used so far, this task's own and its subtasks'."""
+        self._settle()
         return TaskUsage(
             self._input,
             self._output,
@@ -188,12 +207,17 @@ class TaskRun(Run):
 
     def _detach(self) -> None:
         if self._task_token is not None:
-            with handle_internal_errors:
+            try:
                 CURRENT_TASK.reset(self._task_token)
+            except Exception as internal:
+                if not swallowed(internal):
+                    raise
             self._task_token = None
         super()._detach()
 
     def _close(self, error: BaseException | None, result: Any) -> None:
+        if self._root is not None:
+            self._settle()  # a subtask's entries refer to it: add them up now, while its root may still be read
         with RUNTIME.lock:
             if RUNTIME.tasks_by_trace.get(self._trace_id) is self:
                 if self._prev_in_trace is not None and not self._prev_in_trace._ended:
@@ -219,6 +243,44 @@ class TaskRun(Run):
         span.end()
 
     # -- guards ------------------------------------------------------------------------------------------------
+    def _budgeted(self) -> bool:
+        """Whether this task or one it runs in has a budget (then its usage is accounted at once)."""
+        task: TaskRun | None = self
+        while task is not None:
+            if task.budget is not None:
+                return True
+            task = task.parent
+        return False
+
+    def _defer(self, attrs: Mapping[str, Any] | None) -> None:
+        """Queue an LLM span's attributes (or None: a tool call) for ``_settle``."""
+        root = self._root
+        pending = (root or self)._pending
+        assert pending is not None
+        pending.append((self if root is not None else None, attrs))
+        if len(pending) >= _MAX_PENDING:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Add up the deferred entries of this task's tree, in the order they came."""
+        root = self._root or self
+        pending = root._pending
+        if not pending:
+            return
+        with _ACCOUNTING:
+            while pending:
+                try:
+                    task, attrs = pending.popleft()
+                except IndexError:  # another thread took the last one
+                    break
+                if task is None:
+                    task = root
+                if attrs is None:
+                    for each in task._chain():
+                        each._tool_calls += 1
+                else:
+                    task._add_usage(attrs)
+
     def _chain(self) -> list[TaskRun]:
         chain: list[TaskRun] = []
         task: TaskRun | None = self
@@ -266,8 +328,9 @@ class TaskRun(Run):
 
     def admit_llm(self) -> GuardError | None:
         """Before an LLM call in this task: the budget error to raise, if any."""
-        if self.budget is None and self.parent is None:
+        if not self._budgeted():
             return None  # nothing to enforce (the common case: no lock taken)
+        self._settle()
         with _ACCOUNTING:
             for task in self._chain():
                 if (error := task._admit("llm")) is not None:
@@ -276,18 +339,26 @@ class TaskRun(Run):
 
     def admit_tool(self, tool: str, args_hash: str) -> tuple[GuardError | None, bool]:
         """Before a tool call: ``(error to raise or None, whether a loop was seen)``; counts the call."""
+        budgeted = self._budgeted()
+        if not budgeted:
+            self._defer(None)  # no budget to check: the call is counted when ``usage`` is read
+            if self.loop is None:
+                return None, False
+        else:
+            self._settle()
         with _ACCOUNTING:
-            chain = self._chain()
-            for task in chain:
-                if (error := task._admit("tool")) is not None:
-                    return error, False
+            if budgeted:
+                chain = self._chain()
+                for task in chain:
+                    if (error := task._admit("tool")) is not None:
+                        return error, False
+                for task in chain:
+                    task._tool_calls += 1
             key = (tool, args_hash)
             if key == self._loop_key:
                 self._repeats += 1
             else:
                 self._loop_key, self._repeats = key, 1
-            for task in chain:
-                task._tool_calls += 1
             loop = self.loop
             if loop is None or self._repeats < loop.threshold:
                 return None, False
@@ -308,14 +379,28 @@ class TaskRun(Run):
             return error, True
 
     def account_llm(self, attrs: Mapping[str, Any]) -> None:
-        """After an LLM span of this task ended: add its usage (once per response id) and check the budgets."""
+        """After an LLM span of this task ended (``attrs``: its attributes, no longer changing): name the task's
+        provider after its first call's, add the call's usage (once per response id) and check the budgets.
+
+        Without a budget on the way up the usage is deferred (see ``_settle``): nothing needs it before ``usage``
+        is read, and most tasks have no budget.
+        """
+        if not self._has_provider:
+            provider = attrs.get(A.GEN_AI_PROVIDER_NAME) or attrs.get(A.GEN_AI_SYSTEM)
+            if isinstance(provider, str):
+                self._has_provider = True
+                self.span.set_attribute(A.GEN_AI_PROVIDER_NAME, provider)
+        if not self._budgeted():
+            self._defer(attrs)
+            return
+        self._settle()
+        self._add_usage(attrs)
+
+    def _add_usage(self, attrs: Mapping[str, Any]) -> None:
         usage = usage_of(attrs)
         response_id = attrs.get(A.GEN_AI_RESPONSE_ID)
         provider = attrs.get(A.GEN_AI_PROVIDER_NAME) or attrs.get(A.GEN_AI_SYSTEM)
         model = attrs.get(A.GEN_AI_RESPONSE_MODEL) or attrs.get(A.GEN_AI_REQUEST_MODEL)
-        if not self._has_provider and isinstance(provider, str):
-            self._has_provider = True
-            self.span.set_attribute(A.GEN_AI_PROVIDER_NAME, provider)
         with _ACCOUNTING:
             new_call = True
             merged = usage or _NO_USAGE
@@ -390,11 +475,14 @@ class TaskSpec(Spec[TaskRun]):
     def _begin(self, fn: Callable[..., Any] | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskRun:
         if not RUNTIME.enabled:
             return NoopRun(self)  # type: ignore[return-value]
-        with handle_internal_errors:
+        try:
             loop = self.loop
             guard = RUNTIME.loop if loop is None or loop is True else (loop or None)
             span = RUNTIME.tracer.start_span(self._span_name, kind=SpanKind.INTERNAL, attributes=self._attrs)
             return TaskRun(span, self, self.name, self.budget, guard, CURRENT_TASK.get(), self.provider is not None)
+        except Exception as internal:
+            if not swallowed(internal):
+                raise
         return NoopRun(self)  # type: ignore[return-value]
 
 

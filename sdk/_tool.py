@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from . import _attributes as A
-from ._errors import handle_internal_errors
+from ._errors import handle_internal_errors, swallowed
 from ._exceptions import GuardError
 from ._json import args_hash, canonical_json, error_type, to_json
 from ._lifecycle import NOTHING, NoopRun, Run, Spec
@@ -131,7 +131,7 @@ class ToolSpec(Spec[ToolRun]):
         if not RUNTIME.enabled:
             return NoopRun(self)  # type: ignore[return-value]
         guard_error: GuardError | None = None
-        with handle_internal_errors:
+        try:
             name = self.name or "tool"
             if fn is not None and self._params is not None:
                 arguments: Any = self._params.bind(args, kwargs)
@@ -158,6 +158,9 @@ class ToolSpec(Spec[ToolRun]):
             if guard_error is None:
                 return run
             run._finish(guard_error)
+        except Exception as internal:
+            if not swallowed(internal):
+                raise
         if guard_error is not None:
             raise guard_error
         return NoopRun(self)  # type: ignore[return-value]

@@ -137,6 +137,75 @@ def test_usd_cache_is_priced_once_and_cheaper(agentwatch_spans: CapturedSpans) -
     assert 0 < cached.usage.usd < uncached.usage.usd
 
 
+def _counting_usage_of(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from agentwatch import _task
+
+    calls = [0]
+    real = _task.usage_of
+
+    def counted(attrs: object) -> object:
+        calls[0] += 1
+        return real(attrs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_task, "usage_of", counted)
+    return calls
+
+
+def test_usage_without_a_budget_is_added_up_when_read(
+    agentwatch_spans: CapturedSpans, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No budget: nothing needs the usage before it is read, so LLM span ends only queue it (agent-thread cost).
+    calls = _counting_usage_of(monkeypatch)
+    with agentwatch.task("t") as task:  # the default loop breaker is on: it still sees every call
+        _llm_call(400, 100, response_id="r1")
+        with agentwatch.llm("gpt-4o-mini", provider="openai") as call:  # the same call reported again
+            call.record(input_tokens=400, output_tokens=120, response_id="r1")
+        _llm_call(50, 5)
+        with agentwatch.tool("a", arguments={"i": 1}):
+            pass
+        assert calls[0] == 0
+        assert (task.usage.input_tokens, task.usage.output_tokens, task.usage.llm_calls) == (450, 125, 2)
+        assert task.usage.tool_calls == 1 and task.usage.usd is None
+        assert calls[0] == 3
+        with agentwatch.tool("a", arguments={"i": 1}):
+            pass
+    assert task.usage.tool_calls == 2 and calls[0] == 3
+    # the task still learns its provider from its first call, at once
+    assert agentwatch_spans.one("invoke_agent t").attributes[A.GEN_AI_PROVIDER_NAME] == "openai"
+
+
+def test_deferred_usage_of_subtasks_and_long_tasks(
+    agentwatch_spans: CapturedSpans, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _counting_usage_of(monkeypatch)
+    with agentwatch.task("outer", loop=False) as outer:
+        for i in range(150):  # more than the queue keeps: added up on the way, none lost
+            _llm_call(10, 1, response_id=f"r{i}")
+        assert 0 < calls[0] < 150
+        with agentwatch.task("inner") as inner:
+            _llm_call(1000, 100)
+            with agentwatch.tool("a"):
+                pass
+        assert (inner.usage.input_tokens, inner.usage.llm_calls, inner.usage.tool_calls) == (1000, 1, 1)
+        with agentwatch.tool("b"):
+            pass
+    assert (outer.usage.input_tokens, outer.usage.output_tokens) == (2500, 250)
+    assert (outer.usage.llm_calls, outer.usage.tool_calls) == (151, 2)
+    assert calls[0] == 151
+
+
+def test_budgeted_subtask_in_a_task_without_budget(agentwatch_spans: CapturedSpans) -> None:
+    with agentwatch.task("outer") as outer:
+        _llm_call(500, 0)  # deferred: outer has no budget
+        with pytest.raises(BudgetExceeded):
+            with agentwatch.task("inner", budget=Budget(tokens=250)):
+                for _ in range(5):
+                    _llm_call(100, 0)  # 100, 200, 300 (over): the 4th call is stopped
+        assert (outer.usage.input_tokens, outer.usage.llm_calls) == (800, 4)
+    assert agentwatch_spans.one("invoke_agent inner").attributes[A.TASK_OUTCOME] == "budget_exceeded"
+    assert agentwatch_spans.one("invoke_agent outer").attributes[A.TASK_OUTCOME] == "ok"
+
+
 def test_loop_breaker_default_threshold(agentwatch_spans: CapturedSpans) -> None:
     ran = []
 
