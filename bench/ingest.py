@@ -171,7 +171,7 @@ def ceilings(bodies: list[bytes], spans: list[int], repeat: int = 3) -> dict[str
     limits = Limits()
 
     def ours(b: bytes) -> None:
-        walk(parse_protobuf(b), Batch(new_columns()), limits=limits)
+        walk(parse_protobuf(b), Batch(new_columns()), limits=limits, body_bytes=len(b))
 
     def parse_only(b: bytes) -> None:
         ExportTraceServiceRequest().ParseFromString(b)

@@ -11,7 +11,8 @@ import time
 import zlib
 from dataclasses import dataclass
 from enum import Enum
-from operator import itemgetter
+
+import pyarrow as pa
 
 from agentwatch.collector.metrics import IngestStats, Metrics
 from agentwatch.collector.normalize import COST, INPUT_TOKENS, OUTPUT_TOKENS, llm_usage, sent_cost
@@ -22,8 +23,7 @@ from agentwatch.collector.writer import to_ipc
 log = logging.getLogger(__name__)
 
 # a span is priced only when it carries one of these (sent_cost and llm_usage return None otherwise)
-_PRICE_TRIGGER = frozenset((*COST, *INPUT_TOKENS, *OUTPUT_TOKENS))
-_key = itemgetter(0)
+_PRICE_TRIGGER = pa.array(sorted({*COST, *INPUT_TOKENS, *OUTPUT_TOKENS}), pa.string())
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -135,12 +135,12 @@ class Ingestor:
         batch = Batch(new_columns())
         try:
             req = parse_protobuf(raw) if ctype == PROTOBUF else parse_json(raw, batch)
-            walk(req, batch, limits=self.limits)
+            walk(req, batch, limits=self.limits, body_bytes=len(raw))
         except BadRequest as e:
             return Result(Outcome.BAD_REQUEST, message=str(e))
         if batch.spans:
             self._price(batch, project)
-            payload = to_ipc(batch.columns)
+            payload = to_ipc(batch.arrow_columns())
             try:
                 self.spool.append(payload, batch.spans)
             except SpoolFull as e:
@@ -161,11 +161,9 @@ class Ingestor:
         sources = [""] * n
         unpriced = 0
         timestamps = cols["Timestamp"]
-        trigger = _PRICE_TRIGGER
-        for i, pairs in enumerate(cols["SpanAttributes"]):
-            if trigger.isdisjoint(map(_key, pairs)):  # no cost, no token counts (tools, tasks...): nothing to price
-                continue
-            attrs = dict(pairs)
+        # only spans with a cost or token count are priced (sent_cost and llm_usage return None otherwise)
+        for i in batch.spans_with_keys(_PRICE_TRIGGER):
+            attrs = batch.span_attrs(i)
             known = sent_cost(attrs)
             if known is not None:
                 costs[i], sources[i] = known, "span"

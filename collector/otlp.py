@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -47,14 +49,22 @@ class Limits:
 
 @dataclass
 class Batch:
+    """The decoded spans of one request, column by column.
+
+    ``columns`` holds one list per insert column, except ``SpanAttributes``: the spans' attribute keys and
+    values are kept flat (``attr_keys``/``attr_values``, span ``i``'s pairs between ``attr_offsets[i]`` and
+    ``attr_offsets[i + 1]``) and become one Arrow map array in ``span_attributes``: no tuple per attribute,
+    and Arrow builds a map from flat string lists ~5x faster than from pairs."""
+
     columns: dict[str, list[Any]]
     spans: int = 0
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
-    trace_ids: set[str] = field(default_factory=set)
-    min_ts: int = 0
-    max_ts: int = 0
+    attr_keys: list[str] = field(default_factory=list)
+    attr_values: list[str] = field(default_factory=list)
+    attr_offsets: list[int] = field(default_factory=lambda: [0])
+    _key_array: pa.StringArray | None = field(default=None, repr=False)
 
     def reject(self, reason: str, message: str) -> None:
         self.rejected += 1
@@ -66,6 +76,38 @@ class Batch:
         more = self.rejected - len(self.messages)
         text = "; ".join(self.messages)
         return f"{text}; and {more} more" if more > 0 else text
+
+    def span_attrs(self, i: int) -> dict[str, str]:
+        """Span ``i``'s attributes as a dict (a repeated key: the last value wins)."""
+        lo, hi = self.attr_offsets[i], self.attr_offsets[i + 1]
+        return dict(zip(self.attr_keys[lo:hi], self.attr_values[lo:hi], strict=True))
+
+    def key_array(self) -> pa.StringArray:
+        """``attr_keys`` as an Arrow array (built once; call after the walk)."""
+        if self._key_array is None or len(self._key_array) != len(self.attr_keys):
+            self._key_array = pa.array(self.attr_keys, pa.string())
+        return self._key_array
+
+    def spans_with_keys(self, value_set: pa.StringArray) -> list[int]:
+        """Indexes of the spans that have at least one attribute key in ``value_set`` (vectorised)."""
+        if not self.attr_keys:
+            return []
+        hit = pc.cast(pc.is_in(self.key_array(), value_set=value_set), pa.int32())
+        cum = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(hit).cast(pa.int64())])
+        at = cum.take(pa.array(self.attr_offsets, pa.int32()))  # keys in the set before span i's first key
+        per_span = pc.subtract(at.slice(1), at.slice(0, len(at) - 1))
+        return pc.indices_nonzero(per_span).to_pylist()
+
+    def span_attributes(self) -> pa.MapArray:
+        return pa.MapArray.from_arrays(
+            pa.array(self.attr_offsets, pa.int32()),
+            self.key_array(),
+            pa.array(self.attr_values, pa.string()),
+        )
+
+    def arrow_columns(self) -> dict[str, Any]:
+        """``columns`` with ``SpanAttributes`` filled in, for ``writer.to_ipc``."""
+        return {**self.columns, "SpanAttributes": self.span_attributes()}
 
 
 def new_columns() -> dict[str, list[Any]]:
@@ -240,28 +282,46 @@ def attributes(kvs: Any, limit: int) -> tuple[list[tuple[str, str]], bool]:
 
 
 # --- the walk -------------------------------------------------------------------------------------
-def walk(req: ExportTraceServiceRequest, batch: Batch, *, limits: Limits, now_ns: int | None = None) -> None:
-    """Append every valid span of ``req`` to ``batch``."""
+_NO_ITEMS: tuple = ()  # the events and links of a span that has none (shared: nothing mutates column values)
+
+
+def walk(
+    req: ExportTraceServiceRequest,
+    batch: Batch,
+    *,
+    limits: Limits,
+    now_ns: int | None = None,
+    body_bytes: int | None = None,
+) -> None:
+    """Append every valid span of ``req`` to ``batch``.
+
+    ``body_bytes``: the size of the decoded body, when known. A string value has at most as many characters
+    as the body has bytes, so with a body no larger than ``limits.max_attribute_bytes`` no string value
+    needs its length checked (values converted from other types still are)."""
     now_ns = now_ns or time.time_ns()
     lo = now_ns - limits.max_past_seconds * NS
     hi = now_ns + limits.max_future_seconds * NS
     cols = batch.columns
-    c_ts, c_tid, c_sid, c_pid, c_tstate = (
-        cols["Timestamp"], cols["TraceId"], cols["SpanId"], cols["ParentSpanId"], cols["TraceState"],
+    ts_add, tid_add, sid_add, pid_add, tstate_add = (
+        cols["Timestamp"].append, cols["TraceId"].append, cols["SpanId"].append, cols["ParentSpanId"].append,
+        cols["TraceState"].append,
     )  # fmt: skip
-    c_name, c_kind, c_svc, c_res = cols["SpanName"], cols["SpanKind"], cols["ServiceName"], cols["ResourceAttributes"]
-    c_sname, c_sver, c_attrs, c_dur = cols["ScopeName"], cols["ScopeVersion"], cols["SpanAttributes"], cols["Duration"]
-    c_status, c_smsg = cols["StatusCode"], cols["StatusMessage"]
+    name_add, kind_add, svc_add, res_add = (
+        cols["SpanName"].append, cols["SpanKind"].append, cols["ServiceName"].append,
+        cols["ResourceAttributes"].append,
+    )  # fmt: skip
+    sname_add, sver_add, dur_add = cols["ScopeName"].append, cols["ScopeVersion"].append, cols["Duration"].append
+    status_add, smsg_add = cols["StatusCode"].append, cols["StatusMessage"].append
     c_ets, c_en, c_ea = cols["Events.Timestamp"], cols["Events.Name"], cols["Events.Attributes"]
     c_ltid, c_lsid, c_lts, c_la = (
-        cols["Links.TraceId"],
-        cols["Links.SpanId"],
-        cols["Links.TraceState"],
-        cols["Links.Attributes"],
-    )  # noqa: E501
+        cols["Links.TraceId"], cols["Links.SpanId"], cols["Links.TraceState"], cols["Links.Attributes"],
+    )  # fmt: skip
+    keys, values, offsets = batch.attr_keys, batch.attr_values, batch.attr_offsets
+    key_add, value_add, offset_add = keys.append, values.append, offsets.append
     limit = limits.max_attribute_bytes
-    trace_ids = batch.trace_ids
-    min_ts, max_ts = batch.min_ts or MAX_NS, batch.max_ts
+    check_strings = body_bytes is None or body_bytes > limit
+    zero16, zero8 = b"\0" * 16, b"\0" * 8
+    spans = 0
     for rs in req.resource_spans:
         res_attrs, _ = attributes(rs.resource.attributes, limit)
         service = next((v for k, v in res_attrs if k == "service.name"), "") or "unknown_service"
@@ -269,10 +329,10 @@ def walk(req: ExportTraceServiceRequest, batch: Batch, *, limits: Limits, now_ns
             scope_name, scope_version = ss.scope.name, ss.scope.version
             for span in ss.spans:
                 tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
-                if len(tid) != 16 or tid == b"\0" * 16:
+                if len(tid) != 16 or tid == zero16:
                     batch.reject("invalid_trace_id", f"span {span.name[:80]!r}: trace_id must be 16 non-zero bytes")
                     continue
-                if len(sid) != 8 or sid == b"\0" * 8:
+                if len(sid) != 8 or sid == zero8:
                     batch.reject("invalid_span_id", f"span {span.name[:80]!r}: span_id must be 8 non-zero bytes")
                     continue
                 if pid and len(pid) != 8:
@@ -290,31 +350,44 @@ def walk(req: ExportTraceServiceRequest, batch: Batch, *, limits: Limits, now_ns
                         "invalid_timestamp", f"span {span.name[:80]!r}: end time {end} ns is beyond the accepted window"
                     )
                     continue
-                attrs, cut = attributes(span.attributes, limit)
+                # the hot loop (~10 attributes a span): flat keys and values, no tuple per attribute
+                cut = False
+                for kv in span.attributes:
+                    v = kv.value
+                    # most values are strings: one attribute read instead of WhichOneof + a call; an empty
+                    # string_value may be another type (or an empty string): any_to_str decides
+                    s = v.string_value
+                    if not s:
+                        s = any_to_str(v)
+                        if len(s) > limit:
+                            s = s[:limit]
+                            cut = True
+                    elif check_strings and len(s) > limit:
+                        s = s[:limit]
+                        cut = True
+                    key_add(kv.key)
+                    value_add(s)
                 if cut:
-                    attrs.append(("agentwatch.truncated", "true"))
-                tid_hex = tid.hex()
-                trace_ids.add(tid_hex)
-                if start < min_ts:
-                    min_ts = start
-                if start > max_ts:
-                    max_ts = start
-                c_ts.append(start)
-                c_tid.append(tid_hex)
-                c_sid.append(sid.hex())
-                c_pid.append(pid.hex() if pid != b"\0" * 8 else "")
-                c_tstate.append(span.trace_state)
-                c_name.append(span.name)
-                c_kind.append(SPAN_KINDS[span.kind] if 0 <= span.kind < 6 else "Unspecified")
-                c_svc.append(service)
-                c_res.append(res_attrs)
-                c_sname.append(scope_name)
-                c_sver.append(scope_version)
-                c_attrs.append(attrs)
-                c_dur.append(end - start if end > start else 0)
-                code = span.status.code
-                c_status.append(STATUS_CODES[code] if 0 <= code < 3 else "Unset")
-                c_smsg.append(span.status.message)
+                    key_add("agentwatch.truncated")
+                    value_add("true")
+                offset_add(len(keys))
+                ts_add(start)
+                tid_add(tid.hex())
+                sid_add(sid.hex())
+                pid_add(pid.hex() if pid != zero8 else "")
+                tstate_add(span.trace_state)
+                name_add(span.name)
+                k = span.kind
+                kind_add(SPAN_KINDS[k] if 0 <= k < 6 else "Unspecified")
+                svc_add(service)
+                res_add(res_attrs)
+                sname_add(scope_name)
+                sver_add(scope_version)
+                dur_add(end - start if end > start else 0)
+                status = span.status
+                code = status.code
+                status_add(STATUS_CODES[code] if 0 <= code < 3 else "Unset")
+                smsg_add(status.message)
                 if span.events:
                     ets, en, ea = [], [], []
                     for ev in span.events:
@@ -326,21 +399,21 @@ def walk(req: ExportTraceServiceRequest, batch: Batch, *, limits: Limits, now_ns
                     c_en.append(en)
                     c_ea.append(ea)
                 else:
-                    c_ets.append([])
-                    c_en.append([])
-                    c_ea.append([])
+                    c_ets.append(_NO_ITEMS)
+                    c_en.append(_NO_ITEMS)
+                    c_ea.append(_NO_ITEMS)
                 if span.links:
                     c_ltid.append([lk.trace_id.hex() for lk in span.links])
                     c_lsid.append([lk.span_id.hex() for lk in span.links])
                     c_lts.append([lk.trace_state for lk in span.links])
                     c_la.append([attributes(lk.attributes, limit)[0] for lk in span.links])
                 else:
-                    c_ltid.append([])
-                    c_lsid.append([])
-                    c_lts.append([])
-                    c_la.append([])
-                batch.spans += 1
-    batch.min_ts, batch.max_ts = (min_ts if batch.spans else 0), max_ts
+                    c_ltid.append(_NO_ITEMS)
+                    c_lsid.append(_NO_ITEMS)
+                    c_lts.append(_NO_ITEMS)
+                    c_la.append(_NO_ITEMS)
+                spans += 1
+    batch.spans += spans
 
 
 def response_body(*, rejected: int, message: str, json_out: bool) -> bytes:

@@ -167,9 +167,10 @@ class Spool:
         self._cur_rows = 0
 
 
-def read_records(path: Path) -> tuple[list[bytes], int]:
-    """The intact records of a segment, and how many bytes at its end were torn or corrupt."""
-    data = path.read_bytes()
+def read_records(path: Path) -> tuple[list[memoryview], int]:
+    """The intact records of a segment (views into one read of the file), and how many bytes at its end
+    were torn or corrupt."""
+    data = memoryview(path.read_bytes())
     out = []
     pos = 0
     while pos + _HEADER.size <= len(data):
