@@ -6,11 +6,15 @@ running (its root not arrived yet), then completed."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import random
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -183,20 +187,35 @@ def test_overview_unit_economics_and_anomaly_inputs_equal_the_reference(env):
     assert sum(i["tasks"] for i in econ["items"]) == len(want)
     assert sum(i["llm_calls"] for i in econ["items"]) == sum(w["llm_calls"] for w in want.values())
     assert sum(i["input_tokens"] for i in econ["items"]) == sum(w["input_tokens"] for w in want.values())
-    # the anomaly query's per-task inputs: the baseline and the window (its calls are every task's in those hours;
-    # the query joins them to the roots)
+    # the anomaly query's per-task inputs: the window's tasks (its calls are every task's in those hours; the query
+    # joins them to the roots) ...
     base_ms = SCOPE.start_ms - 24 * 3_600_000
-    ref = reference(rows, base_ms, SCOPE.end_ms)
-    params = {**SCOPE.params(), "base_ms": base_ms}
+    params = {**SCOPE.params(), "base_ms": base_ms, "bend_ms": SCOPE.start_ms, "base": "[]", "min_samples": 20}
+    head = analytics_anomalies.ANOMALIES_SQL.split("SELECT * FROM (", 1)[0]
     got = store.query(
-        f"WITH {analytics_anomalies._ROOTS} SELECT TraceId, sum(c) AS cost, sum(i) AS i, count() AS n FROM calls "
-        "WHERE TraceId IN (SELECT TraceId FROM roots) GROUP BY TraceId", params,
-    )  # fmt: skip
+        f"{head} SELECT TraceId, cost, i, llm_calls AS n FROM cost"
+        " WHERE TraceId IN (SELECT TraceId FROM roots WHERE cur)",
+        params,
+    )
     got = {r["TraceId"]: r for r in got}
-    assert set(got) == {t for t, w in ref.items() if w["llm_calls"]}
+    assert set(got) == {t for t, w in want.items() if w["llm_calls"]}
     for tid, r in got.items():
-        assert (r["i"], r["n"]) == (ref[tid]["input_tokens"], ref[tid]["llm_calls"])
-        assert (r["cost"] or 0) == pytest.approx(ref[tid]["cost_usd"], rel=1e-9, abs=1e-12)
+        assert (r["i"], r["n"]) == (want[tid]["input_tokens"], want[tid]["llm_calls"])
+        assert (r["cost"] or 0) == pytest.approx(want[tid]["cost_usd"], rel=1e-9, abs=1e-12)
+    # ... and the cached baseline: n, median and MAD of log cost per (service, task name) over the baseline's tasks
+    base = reference(rows, base_ms, SCOPE.start_ms)
+    by_key = defaultdict(list)
+    for w in base.values():
+        if w["cost_usd"] > 0:
+            by_key[(w["service"], w["name"])].append(math.log(w["cost_usd"]))
+    stats = {(r["service"], r["name"]): r for r in store.query(analytics_anomalies.BASELINE_SQL, params)
+             if r["kind"] == "task"}  # fmt: skip
+    assert set(stats) == set(by_key)
+    for key, xs in by_key.items():
+        med = float(np.median(xs))
+        assert stats[key]["n"] == len(xs)
+        assert stats[key]["med"] == pytest.approx(med, rel=1e-9)
+        assert stats[key]["mad"] == pytest.approx(float(np.median(np.abs(np.array(xs) - med))), rel=1e-9, abs=1e-12)
     # the planted token bombs in the window are found (one call, its first span)
     an = analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24)
     bombs = {(b["trace_id"], b["span_id"]) for b in an["token_bombs"]}
@@ -259,3 +278,39 @@ def test_cluster_render_reads_the_local_spans_table():
     assert f"TO {LLM_CALLS_TABLE}_local" in sql and f"TO {TASK_ROLLUP_TABLE}_local" in sql
     assert "FROM otel_traces_local" in sql
     assert f"CREATE TABLE IF NOT EXISTS {TASK_ROLLUP_TABLE} ON CLUSTER `c1` AS {TASK_ROLLUP_TABLE}_local" in sql
+
+
+def test_the_cost_baseline_is_reused_until_new_rows_land_in_its_hours(env):
+    # a project of its own in the module's store (one chDB store a process): the other tests' data are untouched
+    store = env[0]
+    cfg = F.FleetConfig(
+        seed=3, project="cache", baseline_hours=24, current_hours=6, baseline_tasks=60, current_tasks=30
+    )
+    F.generate(cfg).insert(store)
+    scope = queries.Scope(cfg.project, cfg.current_start_ms, cfg.current_end_ms)
+    sent: list[tuple[str, dict]] = []
+    query = store.query
+    store.query = lambda sql, params=None: (sent.append((sql, params)), query(sql, params))[1]
+    try:
+        _check_baseline_cache(store, cfg, scope, sent)
+    finally:
+        del store.query  # the instance attribute: the class's method again
+
+
+def _check_baseline_cache(store, cfg, scope, sent) -> None:
+    def run() -> tuple[dict, dict[tuple, int]]:
+        before = len(sent)
+        out = analytics_anomalies.cost_anomalies(store, scope, baseline_hours=24)
+        base = next(p["base"] for sql, p in sent[before:] if sql == analytics_anomalies.ANOMALIES_SQL)
+        return out, {tuple(b[:4]): b[4] for b in json.loads(base)}
+
+    first, n1 = run()
+    again, n2 = run()
+    assert again == first and n2 == n1
+    assert sum(sql == analytics_anomalies.BASELINE_SQL for sql, _ in sent) == 1  # the second call reused it
+    assert n1[("task", "svc-support", "support", "")] >= 20
+    # more tasks in the baseline's hours (another fleet, other trace ids): computed again, with them
+    F.generate(dataclasses.replace(cfg, seed=4, current_tasks=0)).insert(store)
+    _, n3 = run()
+    assert sum(sql == analytics_anomalies.BASELINE_SQL for sql, _ in sent) == 2
+    assert all(n3[k] > n for k, n in n1.items() if k[0] != "spike")
