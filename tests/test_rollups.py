@@ -65,6 +65,11 @@ def _second_spans(rows: list[dict], rng: random.Random) -> list[dict]:
     return out
 
 
+def _median_exact(values) -> float:
+    """ClickHouse's ``medianExact``: the sorted values' element at n // 2 (the upper middle for an even n)."""
+    return float(np.sort(np.asarray(values, dtype=float))[len(values) // 2])
+
+
 def reference(rows: list[dict], lo_ms: int, hi_ms: int, service: str = "") -> dict[str, dict]:
     """Tasks whose root starts in [lo, hi), from deduplicated spans: one call per response id, max per field."""
     spans = {(r["TraceId"], r["SpanId"]): r for r in rows}
@@ -212,10 +217,10 @@ def test_overview_unit_economics_and_anomaly_inputs_equal_the_reference(env):
              if r["kind"] == "task"}  # fmt: skip
     assert set(stats) == set(by_key)
     for key, xs in by_key.items():
-        med = float(np.median(xs))
+        med = _median_exact(xs)
         assert stats[key]["n"] == len(xs)
         assert stats[key]["med"] == pytest.approx(med, rel=1e-9)
-        assert stats[key]["mad"] == pytest.approx(float(np.median(np.abs(np.array(xs) - med))), rel=1e-9, abs=1e-12)
+        assert stats[key]["mad"] == pytest.approx(_median_exact(np.abs(np.array(xs) - med)), rel=1e-9, abs=1e-12)
     # the planted token bombs in the window are found (one call, its first span)
     an = analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24)
     bombs = {(b["trace_id"], b["span_id"]) for b in an["token_bombs"]}
@@ -314,3 +319,36 @@ def _check_baseline_cache(store, cfg, scope, sent) -> None:
     _, n3 = run()
     assert sum(sql == analytics_anomalies.BASELINE_SQL for sql, _ in sent) == 2
     assert all(n3[k] > n for k, n in n1.items() if k[0] != "spike")
+
+
+def test_spend_spikes_equal_hourly_spend_computed_over_the_spans(env):
+    """Every window hour at or above its service's median (z 0, ratio 1): the same hours, costs and scores as the
+    hourly spend of the deduplicated calls read from the spans, against the 24 whole hours before the window."""
+    store = env[0]
+    base_ms = SCOPE.start_ms - 24 * 3_600_000
+    per_hour = store.query(
+        "SELECT service, toUnixTimestamp(toStartOfHour(ts)) AS hour, sum(ifNull(c, 0)) AS cost FROM ("
+        f"  SELECT TraceId, CallKey, any(ServiceName) AS service, min(Timestamp) AS ts, max(CostUsd) AS c"
+        f"  FROM {SPANS_TABLE} FINAL WHERE ProjectId = {{p:String}} AND Kind = 'llm' GROUP BY TraceId, CallKey"
+        ") WHERE ts >= fromUnixTimestamp64Milli({lo:Int64}) AND ts < fromUnixTimestamp64Milli({hi:Int64})"
+        " GROUP BY service, hour",
+        {"p": SCOPE.project, "lo": base_ms, "hi": SCOPE.end_ms},
+    )
+    want = {}
+    for service in {r["service"] for r in per_hour}:
+        base = np.array([r["cost"] for r in per_hour if r["service"] == service and r["hour"] * 1000 < SCOPE.start_ms])
+        if len(base) < 24:
+            continue
+        med = _median_exact(base)
+        spread = max(1.4826 * _median_exact(np.abs(base - med)), 0.05 * med, 1e-9)
+        for r in per_hour:
+            if r["service"] == service and r["hour"] * 1000 >= SCOPE.start_ms and r["cost"] >= med:
+                want[(service, r["hour"])] = (r["cost"], (r["cost"] - med) / spread)
+    assert want  # the window has hours at or above the median
+    got = analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24, spike_z=0, spike_ratio=1)
+    spikes = {(s["service"], s["hour"]): s for s in got["spend_spikes"]}
+    assert set(spikes) == {(svc, queries.iso(h * 1_000_000_000)) for svc, h in want}
+    for (svc, h), (cost, score) in want.items():
+        s = spikes[(svc, queries.iso(h * 1_000_000_000))]
+        assert s["cost_usd"] == pytest.approx(cost, abs=1e-9) and s["score"] == pytest.approx(score, abs=1e-3)
+        assert s["baseline_hours"] == 24
