@@ -11,8 +11,8 @@
 
 The baseline is computed once and reused (per store, in the process) while its hours get no new rows and for
 at most 10 minutes: it is most of the rows read, and the live windows of the dashboard and the alert engine
-share one baseline for an hour. Measured at 9.9M spans (bench/queries.py): 12.8 s a call before; after, about
-as much on the first call of an hour and under a third of it on the next ones (README, Analytics).
+share one baseline for an hour. Measured at 9.9M spans (bench/queries.py): 12.8 s a call before; after, 7.4 s
+for the first call of an hour and 2.5 s for the next ones (README, Benchmarks).
 
 Flagged when score >= ``z`` AND value / baseline median >= ``ratio``: the score makes it unusual for this key,
 the ratio makes it matter. Unpriced tasks (cost 0 because no price is known) are not scored for cost.
@@ -48,16 +48,14 @@ roots AS MATERIALIZED (
 )"""
 
 
-# calls in the hours from ``lo`` to the roots' latest end (and to ``to_ms``, for the spend rate): every task's, not
-# ``TraceId IN roots`` (the users join them to the roots; testing each row against the roots' set costs more)
-def _calls(lo: str, hi: str, *, first: bool) -> str:
-    cols = "min(First) AS first, first.ts AS ts, first.span_id AS span_id" if first else "min(First.ts) AS ts"
-    return f"""SELECT TraceId, CallKey, {cols}, max(InputTokens) AS i, max(OutputTokens) AS o, max(CostUsd) AS c,
-       max(Model) AS model, max(ServiceName) AS service
-FROM {LLM_CALLS_TABLE}
-WHERE ProjectId = {{project:String}} AND ({{service:String}} = '' OR ServiceName = {{service:String}})
-  AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour <= greatest((SELECT max(te) FROM roots), {R.ms(hi)})
-GROUP BY TraceId, CallKey"""
+def _calls(lo: str, hi: str) -> str:
+    """One row per call (collector/rollups.py) in the hours from ``lo`` to the roots' latest end and to ``hi`` (the
+    spend rate wants every call up to it): every task's, not ``TraceId IN roots`` (the users join them to the roots;
+    testing each row against the roots' set costs more)."""
+    return R.calls(
+        "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
+        f" AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour <= greatest((SELECT max(te) FROM roots), {R.ms(hi)})"
+    )
 
 
 def _robust(x: str) -> str:
@@ -72,7 +70,7 @@ def _robust(x: str) -> str:
 # per call site (service, name, model), and of the hourly spend per service (not log; hours before from's hour)
 BASELINE_SQL = f"""
 WITH {_BASE_ROOTS},
-calls AS MATERIALIZED ({_calls("base_ms", "bend_ms", first=False)}),
+calls AS MATERIALIZED ({_calls("base_ms", "bend_ms")}),
 task_x AS (
     SELECT any(r.service) AS service, any(r.name) AS name, sum(c.c) AS cost
     FROM calls AS c INNER JOIN roots AS r ON c.TraceId = r.TraceId GROUP BY c.TraceId
@@ -125,10 +123,11 @@ def _score_cte(name: str, kind: str, source: str, keys: str, payload: str) -> st
     )  # fmt: skip
 
 
-# The window's tasks far above their (service, name) baseline and its token bombs, in one statement: both read the
-# same roots and calls. Roots from the baseline's start: a task that started before the window may make a call in
-# it (a bomb); its cost is scored only if its root is in the window. ``kind`` tells the rows apart; each branch
-# keeps its own filter, order and limit. Params: the scope's, base_ms, bend_ms, base (the baseline, JSON).
+# The window's tasks far above their (service, name) baseline, its token bombs and its hourly spend against the
+# baseline's hours (at least 24 of them), in one statement: all three read the window's calls. Roots from the
+# baseline's start: a task that started before the window may make a call in it (a bomb); its cost is scored only
+# if its root is in the window. ``kind`` tells the rows apart; each branch keeps its own filter, order and limit.
+# Params: the scope's, base_ms, bend_ms, base (the baseline, JSON), the thresholds.
 _BASE = f"""
 base AS (
     SELECT b.1 AS kind, b.2 AS service, b.3 AS name, b.4 AS model, b.5 AS n, b.6 AS med, b.7 AS mad
@@ -140,7 +139,7 @@ WITH roots AS MATERIALIZED (
            r.ts + toIntervalNanosecond(r.dur) AS te
     FROM ({R.roots("base_ms", "to_ms")})
 ),
-calls AS MATERIALIZED ({_calls("from_ms", "to_ms", first=True)}),
+calls AS MATERIALIZED ({_calls("from_ms", "to_ms")}),
 {_BASE.strip()},
 cost AS (SELECT TraceId, sum(c) AS cost, sum(i) AS i, sum(o) AS o, count() AS llm_calls FROM calls GROUP BY TraceId),
 task_pts AS (
@@ -156,7 +155,11 @@ bomb_pts AS (
     FROM calls AS c INNER JOIN roots AS r ON c.TraceId = r.TraceId
     WHERE c.i > 0 AND c.ts >= {R.ms("from_ms")} AND c.ts < {R.ms("to_ms")}
 ),
-{_score_cte("bomb_scored", "bomb", "bomb_pts", "service, name, model", "TraceId, span_id, ts, i, cost, x")}
+{_score_cte("bomb_scored", "bomb", "bomb_pts", "service, name, model", "TraceId, span_id, ts, i, cost, x")},
+hours AS (
+    SELECT toString(service) AS service, toStartOfHour(ts) AS hour, sum(ifNull(c, 0)) AS cost
+    FROM calls WHERE ts >= {R.ms("from_ms")} AND ts < {R.ms("to_ms")} GROUP BY service, hour
+)
 SELECT * FROM (
     SELECT 'task' AS kind, p.1 AS trace_id, '' AS span_id, service, name, '' AS model,
            toUnixTimestamp64Nano(p.2) AS start_ns, p.3 AS cost, p.4 AS input_tokens, p.5 AS output_tokens,
@@ -173,31 +176,17 @@ SELECT * FROM (
     FROM bomb_scored
     WHERE score >= {{bomb_z:Float64}} AND ratio >= {{bomb_ratio:Float64}}
     ORDER BY score DESC, trace_id, span_id LIMIT {{limit:UInt32}}
+    UNION ALL
+    SELECT 'spike' AS kind, '' AS trace_id, '' AS span_id, h.service AS service, '' AS name, '' AS model,
+           toUnixTimestamp64Nano(toDateTime64(h.hour, 9)) AS start_ns, h.cost AS cost, toUInt64(0) AS input_tokens,
+           toUInt64(0) AS output_tokens, toUInt64(0) AS llm_calls, b.med AS baseline, b.n AS baseline_n,
+           toUInt8(1) AS use_b, (h.cost - b.med) / greatest({MAD_SCALE} * b.mad, 0.05 * b.med, 1e-9) AS score,
+           h.cost / greatest(b.med, 1e-12) AS ratio
+    FROM hours AS h INNER JOIN (SELECT service, n, med, mad FROM base WHERE kind = 'spike' AND n >= 24) AS b
+        ON b.service = h.service
+    WHERE score >= {{spike_z:Float64}} AND ratio >= {{spike_ratio:Float64}}
 )
 ORDER BY kind DESC, score DESC, trace_id, span_id
-"""
-
-# the window's hourly spend per service against the baseline's hours (at least 24 of them)
-SPIKES_SQL = f"""
-WITH {_BASE.strip()},
-hours AS (
-    SELECT toString(service) AS service, toStartOfHour(ts) AS hour, sum(ifNull(c, 0)) AS cost
-    FROM ({
-    R.calls(
-        "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
-        f" AND Hour >= toStartOfHour({R.ms('from_ms')}) AND Hour < {R.ms('to_ms')}"
-    )
-})
-    WHERE ts >= {R.ms("from_ms")} AND ts < {R.ms("to_ms")}
-    GROUP BY service, hour
-)
-SELECT h.service AS service, toUnixTimestamp(h.hour) AS hour_s, h.cost AS cost, b.med AS baseline, b.n AS baseline_n,
-       (h.cost - b.med) / greatest({MAD_SCALE} * b.mad, 0.05 * b.med, 1e-9) AS score,
-       h.cost / greatest(b.med, 1e-12) AS ratio
-FROM hours AS h INNER JOIN (SELECT service, n, med, mad FROM base WHERE kind = 'spike' AND n >= 24) AS b
-    ON b.service = h.service
-WHERE score >= {{spike_z:Float64}} AND ratio >= {{spike_ratio:Float64}}
-ORDER BY h.hour, service
 """
 
 # what the cached baseline was computed from: rows of the rollups in its hours (an insert adds rows, a merge removes
@@ -314,14 +303,14 @@ def cost_anomalies(
     spikes = [
         {
             "service": r["service"],
-            "hour": iso(int(r["hour_s"]) * 1_000_000_000),
+            "hour": iso(r["start_ns"]),
             "cost_usd": rnd(r["cost"], 9),
             "baseline_usd": rnd(r["baseline"], 9),
             "ratio": rnd(r["ratio"], 3),
             "score": rnd(r["score"], 3),
             "baseline_hours": int(r["baseline_n"]),
         }
-        for r in store.query(SPIKES_SQL, params)
+        for r in sorted((r for r in rows if r["kind"] == "spike"), key=lambda r: (r["start_ns"], r["service"]))
     ]
     return {
         "baseline_hours": baseline_hours,
