@@ -264,21 +264,35 @@ def any_to_str(v: Any) -> str:
     return json.dumps(_plain(v), ensure_ascii=False, separators=(",", ":"))
 
 
-def attributes(kvs: Any, limit: int) -> tuple[list[tuple[str, str]], bool]:
-    """Key/value pairs as strings (pairs, not a dict: Arrow builds maps from pairs ~20x faster)."""
-    out: list[tuple[str, str]] = []
-    append = out.append
+def append_attributes(kvs: Any, limit: int, key_add: Any, value_add: Any, *, check_strings: bool = True) -> bool:
+    """Append the key/value pairs as strings to two flat lists (by their ``append``); whether a value was cut to
+    ``limit``. ``check_strings=False``: string values are known to fit (values converted from other types are
+    checked all the same)."""
     cut = False
     for kv in kvs:
         v = kv.value
-        # the hot path (most values are strings): one attribute read instead of WhichOneof + a call;
-        # an empty string_value may be another type (or an empty string): any_to_str decides
-        s = v.string_value or any_to_str(v)
-        if len(s) > limit:
+        # the hot path (most values are strings): one attribute read instead of WhichOneof + a call; an empty
+        # string_value may be another type (or an empty string): any_to_str decides
+        s = v.string_value
+        if not s:
+            s = any_to_str(v)
+            if len(s) > limit:
+                s = s[:limit]
+                cut = True
+        elif check_strings and len(s) > limit:
             s = s[:limit]
             cut = True
-        append((kv.key, s))
-    return out, cut
+        key_add(kv.key)
+        value_add(s)
+    return cut
+
+
+def attributes(kvs: Any, limit: int) -> tuple[list[tuple[str, str]], bool]:
+    """Key/value pairs as strings (pairs, not a dict: Arrow builds maps from pairs ~20x faster)."""
+    keys: list[str] = []
+    values: list[str] = []
+    cut = append_attributes(kvs, limit, keys.append, values.append)
+    return list(zip(keys, values, strict=True)), cut
 
 
 # --- the walk -------------------------------------------------------------------------------------
@@ -350,23 +364,8 @@ def walk(
                         "invalid_timestamp", f"span {span.name[:80]!r}: end time {end} ns is beyond the accepted window"
                     )
                     continue
-                # the hot loop (~10 attributes a span): flat keys and values, no tuple per attribute
-                cut = False
-                for kv in span.attributes:
-                    v = kv.value
-                    # most values are strings: one attribute read instead of WhichOneof + a call; an empty
-                    # string_value may be another type (or an empty string): any_to_str decides
-                    s = v.string_value
-                    if not s:
-                        s = any_to_str(v)
-                        if len(s) > limit:
-                            s = s[:limit]
-                            cut = True
-                    elif check_strings and len(s) > limit:
-                        s = s[:limit]
-                        cut = True
-                    key_add(kv.key)
-                    value_add(s)
+                # flat keys and values, no tuple per attribute
+                cut = append_attributes(span.attributes, limit, key_add, value_add, check_strings=check_strings)
                 if cut:
                     key_add("agentwatch.truncated")
                     value_add("true")

@@ -117,6 +117,7 @@ class TaskRun(Run):
         "_prev_in_trace",
         "_root",
         "_pending",
+        "_budgeted",
     )
 
     def __init__(
@@ -144,6 +145,8 @@ class TaskRun(Run):
         self._repeats = 0
         self._warned: set[str] = set()
         self._has_provider = has_provider
+        # whether this task or one it runs in has a budget (then its usage is accounted at once): fixed at start
+        self._budgeted: bool = budget is not None or (parent is not None and parent._budgeted)
         # Usage of a task tree without any budget is only read through ``usage``: LLM span ends and tool calls in it
         # queue an entry on the tree's root (a deque: append and popleft need no lock) and ``_settle`` adds them up
         # when ``usage`` is read or a subtask ends. With a budget on the way up, accounting is eager: the guards
@@ -243,15 +246,6 @@ class TaskRun(Run):
         span.end()
 
     # -- guards ------------------------------------------------------------------------------------------------
-    def _budgeted(self) -> bool:
-        """Whether this task or one it runs in has a budget (then its usage is accounted at once)."""
-        task: TaskRun | None = self
-        while task is not None:
-            if task.budget is not None:
-                return True
-            task = task.parent
-        return False
-
     def _defer(self, attrs: Mapping[str, Any] | None) -> None:
         """Queue an LLM span's attributes (or None: a tool call) for ``_settle``."""
         root = self._root
@@ -328,7 +322,7 @@ class TaskRun(Run):
 
     def admit_llm(self) -> GuardError | None:
         """Before an LLM call in this task: the budget error to raise, if any."""
-        if not self._budgeted():
+        if not self._budgeted:
             return None  # nothing to enforce (the common case: no lock taken)
         self._settle()
         with _ACCOUNTING:
@@ -339,7 +333,7 @@ class TaskRun(Run):
 
     def admit_tool(self, tool: str, args_hash: str) -> tuple[GuardError | None, bool]:
         """Before a tool call: ``(error to raise or None, whether a loop was seen)``; counts the call."""
-        budgeted = self._budgeted()
+        budgeted = self._budgeted
         if not budgeted:
             self._defer(None)  # no budget to check: the call is counted when ``usage`` is read
             if self.loop is None:
@@ -390,7 +384,7 @@ class TaskRun(Run):
             if isinstance(provider, str):
                 self._has_provider = True
                 self.span.set_attribute(A.GEN_AI_PROVIDER_NAME, provider)
-        if not self._budgeted():
+        if not self._budgeted:
             self._defer(attrs)
             return
         self._settle()
