@@ -32,6 +32,7 @@ from agentwatch.collector import (  # noqa: E402
     analytics_loops,
     analytics_stats,
     queries,
+    summary,
 )
 from agentwatch.collector.migrations import migrate  # noqa: E402
 from agentwatch.collector.store import ChdbStore  # noqa: E402
@@ -89,6 +90,10 @@ def run(cfg: F.FleetConfig, data_dir: Path, only: list[str]) -> None:
         marker.write_text(json.dumps(sizes))
     spans = store.query("SELECT count() AS n FROM otel_traces")[0]["n"]
     print(f"{spans:,} spans in the store", flush=True)
+    # what the collector's summarizer does in the background as spans arrive (lag 0: the fleet is all in)
+    t = time.perf_counter()
+    n = summary.Summarizer(store, lag=0.0).catch_up(progress=True)
+    print(f"summarized {n:,} tasks in {time.perf_counter() - t:.1f}s (task_summary)", flush=True)
     scope = queries.Scope(cfg.project, cfg.current_start_ms, cfg.current_end_ms)
     tid = store.query(
         "SELECT TraceId FROM otel_traces WHERE ProjectId = {p:String} AND ParentSpanId = ''"

@@ -28,6 +28,7 @@ from collections import OrderedDict
 from typing import Any
 
 from agentwatch.collector import rollups as R
+from agentwatch.collector import summary as S
 from agentwatch.collector.analytics_common import MAD_SCALE, check_range, rnd
 from agentwatch.collector.migrations import LLM_CALLS_TABLE, TASK_ROLLUP_TABLE
 from agentwatch.collector.queries import QueryError, Scope, iso
@@ -41,10 +42,11 @@ MIN_LOG_SPREAD = 0.05  # a floor on the robust spread in log space (~5 %): ident
 # live "last 24 h" of the dashboard and the alert engine's "last 15 min" hit the same baseline for an hour — and
 # their LLM calls; the window's tasks are scored against it. A key whose baseline has fewer than ``min_samples``
 # points is scored against the window's own points. Params: project, service, base_ms, bend_ms (from's hour).
-_BASE_ROOTS = f"""
+_BASE_ROOTS = f"""{S.window_ctes("base_ms", "bend_ms")},
 roots AS MATERIALIZED (
-    SELECT TraceId, r.service AS service, r.name AS name, r.ts + toIntervalNanosecond(r.dur) AS te
-    FROM ({R.roots("base_ms", "bend_ms")})
+    SELECT TraceId, ServiceName AS service, Name AS name, CostUsd AS cost,
+           Start + toIntervalNanosecond(DurationNs) AS te
+    FROM s_window
 )"""
 
 
@@ -71,10 +73,6 @@ def _robust(x: str) -> str:
 BASELINE_SQL = f"""
 WITH {_BASE_ROOTS},
 calls AS MATERIALIZED ({_calls("base_ms", "bend_ms")}),
-task_x AS (
-    SELECT any(r.service) AS service, any(r.name) AS name, sum(c.c) AS cost
-    FROM calls AS c INNER JOIN roots AS r ON c.TraceId = r.TraceId GROUP BY c.TraceId
-),
 bomb_x AS (
     SELECT r.service AS service, r.name AS name, toString(c.model) AS model, log(c.i) AS x
     FROM calls AS c INNER JOIN roots AS r ON c.TraceId = r.TraceId
@@ -85,7 +83,7 @@ hours AS (
     FROM calls WHERE ts >= {R.ms("base_ms")} AND ts < {R.ms("bend_ms")} GROUP BY service, hour
 )
 SELECT 'task' AS kind, service, name, '' AS model, {_robust("log(cost)")}
-FROM task_x WHERE cost > 0 GROUP BY service, name
+FROM roots WHERE cost > 0 GROUP BY service, name
 UNION ALL
 SELECT 'bomb' AS kind, service, name, model, {_robust("x")} FROM bomb_x GROUP BY service, name, model
 UNION ALL
@@ -134,19 +132,17 @@ base AS (
     FROM (SELECT arrayJoin(JSONExtract({{base:String}}, '{_BASELINE_TYPE}')) AS b)
 )"""
 ANOMALIES_SQL = f"""
-WITH roots AS MATERIALIZED (
-    SELECT TraceId, r.service AS service, r.name AS name, r.ts >= {R.ms("from_ms")} AS cur, r.ts AS ts,
-           r.ts + toIntervalNanosecond(r.dur) AS te
-    FROM ({R.roots("base_ms", "to_ms")})
+WITH {S.window_ctes("base_ms", "to_ms")},
+roots AS MATERIALIZED (
+    SELECT TraceId, ServiceName AS service, Name AS name, Start >= {R.ms("from_ms")} AS cur, Start AS ts,
+           Start + toIntervalNanosecond(DurationNs) AS te, CostUsd AS cost, InputTokens AS i, OutputTokens AS o,
+           LlmCalls AS llm_calls
+    FROM s_window
 ),
 calls AS MATERIALIZED ({_calls("from_ms", "to_ms")}),
 {_BASE.strip()},
-cost AS (SELECT TraceId, sum(c) AS cost, sum(i) AS i, sum(o) AS o, count() AS llm_calls FROM calls GROUP BY TraceId),
 task_pts AS (
-    SELECT r.TraceId AS TraceId, r.service AS service, r.name AS name, r.ts AS ts, c.cost AS cost,
-           c.i AS i, c.o AS o, c.llm_calls AS llm_calls, log(c.cost) AS x
-    FROM roots AS r INNER JOIN cost AS c ON c.TraceId = r.TraceId
-    WHERE r.cur AND c.cost > 0
+    SELECT TraceId, service, name, ts, cost, i, o, llm_calls, log(cost) AS x FROM roots WHERE cur AND cost > 0
 ),
 {_score_cte("task_scored", "task", "task_pts", "service, name", "TraceId, ts, cost, i, o, llm_calls, x")},
 bomb_pts AS (
@@ -260,6 +256,7 @@ def cost_anomalies(
         "min_samples": min_samples, "bomb_z": bomb_z, "bomb_ratio": bomb_ratio, "spike_z": spike_z,
         "spike_ratio": spike_ratio, "limit": limit,
     }  # fmt: skip
+    params["wm_ms"] = S.watermark(store)
     params["base"] = _baselines.get(store, params)
     rows = store.query(ANOMALIES_SQL, params)
     items = [

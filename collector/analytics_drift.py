@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from agentwatch.collector import rollups as R
+from agentwatch.collector import summary as S
 from agentwatch.collector.analytics_common import check_range, chi2_homogeneity, ks_2samp, psi, psi_continuous, rnd
-from agentwatch.collector.migrations import LLM_CALLS_TABLE, SPANS_TABLE
+from agentwatch.collector.migrations import SPANS_TABLE
 from agentwatch.collector.queries import QueryError, Scope, iso
 from agentwatch.collector.store import Store
 
@@ -42,58 +43,39 @@ _SCOPE = (
 )
 _CUR = "Timestamp >= fromUnixTimestamp64Milli({from_ms:Int64})"
 
-# tasks and LLM calls from the rollups (collector/rollups.py); tool and model mix stay on the spans (one pass each)
-_ROOTS = f"""
-roots AS (
-    SELECT TraceId, r.service AS service, r.ts >= {R.ms("from_ms")} AS cur, r.dur / 1e6 AS duration_ms,
-           r.outcome = 'error' AS err, r.ts + toIntervalNanosecond(r.dur) AS te
-    FROM ({R.roots("base_ms", "to_ms")})
+# tasks from the per-task summaries (collector/summary.py), LLM calls from the rollups (collector/rollups.py); tool
+# and model mix stay on the spans (one pass each)
+_TASKS = f"""{S.window_ctes("base_ms", "to_ms")},
+all_roots AS MATERIALIZED (
+    SELECT TraceId, ServiceName AS service, Start >= {R.ms("from_ms")} AS cur, DurationNs / 1e6 AS duration_ms,
+           Outcome = 'error' AS err, InputTokens + OutputTokens AS tokens, CostUsd AS cost, Steps AS steps
+    FROM s_window
 )"""
-_SAMPLE_CUR = "cityHash64(TraceId) % 1000000 < if(cur, {keep_cur:UInt32}, {keep_base:UInt32})"
 
 COUNTS_SQL = f"""
-WITH {_ROOTS}
-SELECT service, cur, count() AS n FROM roots GROUP BY service, cur
+WITH {_TASKS}
+SELECT service, cur, count() AS n FROM all_roots GROUP BY service, cur
 """
 
 
 # The sampled tasks' metrics, with the sampling rates (``_keep`` of the largest service's task count per window, for
-# ``max_samples``) computed in the statement (``keeps``) and returned on every row: the roots over the baseline are
-# found once, not once for COUNTS_SQL and again for the tasks. COUNTS_SQL gives the rates when no task is returned.
-# The members' rows: the window's hours, pre-filtered by the sampling hash at the larger of the two rates (the joins
-# keep the sampled roots' rows only); not ``TraceId IN roots``: testing every row against the roots' set costs more
-# than aggregating the few extra (unsampled, rootless) traces. params: the scope's, base_ms, max_samples.
+# ``max_samples``) computed in the statement (``keeps``) and returned on every row: the tasks are read once, not once
+# for COUNTS_SQL and again for the samples. COUNTS_SQL gives the rates when no task is returned.
+# params: the scope's, base_ms, wm_ms, max_samples.
 _KEEP = (
     "if({n} <= {{max_samples:UInt32}}, 1000000, greatest(1, toUInt32(floor(1000000 * {{max_samples:UInt32}} / {n}))))"
 )
-_SAMPLED_MEMBERS = (
-    f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms('base_ms')})"
-    " AND Hour <= (SELECT max(te) FROM roots)"
-    " AND cityHash64(TraceId) % 1000000 < (SELECT greatest(keep_cur, keep_base) FROM keeps)"
-)
 TASKS_SAMPLED_SQL = f"""
-WITH {_ROOTS.replace("roots AS (", "all_roots AS MATERIALIZED (", 1)},
+WITH {_TASKS},
 keeps AS MATERIALIZED (
     SELECT {_KEEP.format(n="maxIf(n, cur)")} AS keep_cur, {_KEEP.format(n="maxIf(n, NOT cur)")} AS keep_base
     FROM (SELECT service, cur, count() AS n FROM all_roots GROUP BY service, cur)
-),
-roots AS MATERIALIZED (
-    SELECT * FROM all_roots
-    WHERE cityHash64(TraceId) % 1000000 < if(cur, (SELECT keep_cur FROM keeps), (SELECT keep_base FROM keeps))
-),
-calls AS (
-    SELECT TraceId, CallKey, max(InputTokens) AS i, max(OutputTokens) AS o, max(CostUsd) AS c
-    FROM {LLM_CALLS_TABLE}
-    WHERE {_SAMPLED_MEMBERS} AND ({{service:String}} = '' OR ServiceName = {{service:String}})
-    GROUP BY TraceId, CallKey
-),
-ct AS (SELECT TraceId, sum(i + o) AS tokens, sum(ifNull(c, 0)) AS cost FROM calls GROUP BY TraceId),
-st AS ({R.task_spans(_SAMPLED_MEMBERS, steps_only=True)})
-SELECT r.service AS service, r.cur AS cur, ifNull(ct.tokens, 0) AS tokens_per_task, ifNull(ct.cost, 0) AS cost_per_task,
-       ifNull(st.steps, 1) AS steps_per_task, r.duration_ms AS task_latency_ms, r.err AS err,
-       (SELECT keep_cur FROM keeps) AS keep_cur, (SELECT keep_base FROM keeps) AS keep_base
-FROM roots AS r LEFT JOIN ct ON ct.TraceId = r.TraceId LEFT JOIN st ON st.TraceId = r.TraceId
-SETTINGS join_use_nulls = 1
+)
+SELECT service, cur, tokens AS tokens_per_task, cost AS cost_per_task, steps AS steps_per_task,
+       duration_ms AS task_latency_ms, err, (SELECT keep_cur FROM keeps) AS keep_cur,
+       (SELECT keep_base FROM keeps) AS keep_base
+FROM all_roots
+WHERE cityHash64(TraceId) % 1000000 < if(cur, (SELECT keep_cur FROM keeps), (SELECT keep_base FROM keeps))
 """
 
 _CALLS_WHERE = (
@@ -148,6 +130,7 @@ def drift(
         raise QueryError(f"max_samples must be between 100 and 200000, got {max_samples}")
     params: dict[str, Any] = {
         **scope.params(), "base_ms": scope.start_ms - int(baseline_hours * 3_600_000), "max_samples": max_samples,
+        "wm_ms": S.watermark(store),
     }  # fmt: skip
     tasks = store.query_arrow(TASKS_SAMPLED_SQL, params)
     if tasks.num_rows:

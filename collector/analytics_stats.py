@@ -10,7 +10,7 @@ from typing import Any
 
 from agentwatch.collector.analytics_common import PCTS, PCTS_IF, bucket_sql, interval_seconds, pcts, rnd
 from agentwatch.collector.migrations import INGEST_STATS_TABLE, SPANS_TABLE
-from agentwatch.collector.queries import TASKS_CTE, WHERE, QueryError, Scope, iso
+from agentwatch.collector.queries import TASKS_CTE, WHERE, QueryError, Scope, iso, roots_and_calls, task_params
 from agentwatch.collector.store import Store
 
 LATENCY_KINDS = ("task", "llm", "tool", "decision", "other", "all")
@@ -144,11 +144,10 @@ def unit_economics(store: Store, scope: Scope, *, group_by: str = "service") -> 
     task name or model; and the models whose calls could not be priced."""
     if group_by not in ECONOMICS_GROUPS:
         raise QueryError(f"group_by must be one of {', '.join(ECONOMICS_GROUPS)}, got {group_by[:64]!r}")
-    params = {**scope.params(), "loop_repeats": 3}
     if group_by == "model":
         # a task counts once for every model it called; cost is that model's calls only
         sql = f"""
-WITH {TASKS_CTE},
+WITH {roots_and_calls()},
 per_model AS (
     SELECT c.TraceId AS TraceId, c.model AS grp, count() AS calls, sum(c.c) AS cost, sum(c.i) AS i, sum(c.o) AS o,
            countIf(c.c IS NULL AND (c.i > 0 OR c.o > 0)) AS unpriced
@@ -168,7 +167,7 @@ SELECT {col} AS grp, count() AS tasks, countIf(outcome = 'ok') AS ok, sum(llm_ca
        sum(unpriced_llm_calls) AS unpriced_llm_calls
 FROM tasks GROUP BY grp ORDER BY cost DESC, grp
 """
-    rows = store.query(sql, params)
+    rows = store.query(sql, task_params(store, scope) if group_by != "model" else scope.params())
     items = []
     for r in rows:
         n, ok, cost = int(r["tasks"]), int(r["ok"]), float(r["cost"] or 0)

@@ -29,6 +29,7 @@ from agentwatch.collector.otlp import Limits, response_body, status_body
 from agentwatch.collector.settings import CollectorSettings
 from agentwatch.collector.spool import Spool
 from agentwatch.collector.store import Store, StoreError
+from agentwatch.collector.summary import Summarizer
 from agentwatch.collector.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Collector:
     keys: Keys
     spool: Spool
     writer: Writer
+    summarizer: Summarizer
     ingestor: Ingestor
     metrics: Metrics
     stats: IngestStats
@@ -72,7 +74,8 @@ def build(settings: CollectorSettings, store: Store, *, pricer: Any) -> Collecto
         max_inflight_bytes=settings.max_inflight_bytes,
     )
     keys = Keys(store)
-    return Collector(settings, store, keys, spool, writer, ingestor, metrics, stats, time.time())
+    summarizer = Summarizer(store, interval=settings.summary_interval, lag=settings.summary_lag, metrics=metrics)
+    return Collector(settings, store, keys, spool, writer, summarizer, ingestor, metrics, stats, time.time())
 
 
 # --- parameters -----------------------------------------------------------------------------------
@@ -135,11 +138,13 @@ def create_app(collector: Collector) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _tune_gc()
         c.writer.start()
+        c.summarizer.start()
         await run_in_threadpool(alerts.start)
         try:
             yield
         finally:
             await run_in_threadpool(alerts.stop)
+            await run_in_threadpool(c.summarizer.stop)
             await run_in_threadpool(c.writer.stop)
 
     app = FastAPI(
@@ -234,6 +239,7 @@ def create_app(collector: Collector) -> FastAPI:
             "spool_bytes": c.spool.bytes,
             "queue_depth": c.spool.pending_rows,
             "writer_error": c.writer.last_error,
+            "summarizer_error": c.summarizer.last_error,
         }
         return JSONResponse(body, 200 if store_ok and spool_ok else 503)
 

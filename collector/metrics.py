@@ -38,6 +38,11 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=r,
         )
+        self.summarized = Counter("agentwatch_tasks_summarized", "Task summary rows written", registry=r)
+        self.summary_errors = Counter("agentwatch_summary_errors", "Failed task summary passes", registry=r)
+        self.summary_watermark = Gauge(
+            "agentwatch_summary_watermark_seconds", "Spans ingested up to this time are summarized", registry=r
+        )
         self.store_up.set(1)
 
 

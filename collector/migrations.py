@@ -26,6 +26,8 @@ KEYS_TABLE = "api_keys"
 INGEST_STATS_TABLE = "ingest_stats"
 LLM_CALLS_TABLE = "llm_calls"
 TASK_ROLLUP_TABLE = "task_rollup"
+TASK_SUMMARY_TABLE = "task_summary"
+SUMMARY_WATERMARK_TABLE = "task_summary_watermark"
 
 # the exporter's INSERT columns, in its order (STANDARDS.md 4.5), then ours
 OTEL_INSERT_COLUMNS = [
@@ -320,6 +322,70 @@ SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
     ]
 
 
+def _task_summary_ddl(t: Target) -> list[str]:
+    """One row per task, written by the collector's summarizer (collector/summary.py) once the task's spans are in:
+    everything the task list, cost anomalies and drift read per task, so they read one row a task instead of
+    merging the rollups' per-span states for every task of a week.
+
+    A cache of the rollups, never the source of truth: the summarizer recomputes a task whenever spans of its trace
+    are ingested after the last pass (``IngestedAt`` above the watermark, found through the ``idx_ingested`` minmax
+    index), and every read takes the summary rows of the tasks with no newer spans and computes the others (still
+    running, or just updated) from the rollups, as before. So a read never sees a stale row, and a store the
+    summarizer never ran on answers the same, only slower.
+
+    ReplacingMergeTree by ``Version`` (the watermark of the pass that wrote the row): the newest row of a task wins
+    (reads use FINAL). Key (ProjectId, Hour of the root's start, TraceId): windows prune by primary key, day
+    partitions as the spans. A task whose root moves to another hour (a second root span) gets a deleted row
+    (``IsDeleted``) under its old key.
+    """
+    table = t.local(TASK_SUMMARY_TABLE)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {table}{t.on_cluster()} (
+    ProjectId LowCardinality(String),
+    Hour DateTime,
+    TraceId String CODEC(ZSTD(1)),
+    Start DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    DurationNs UInt64 CODEC(T64, ZSTD(1)),
+    ServiceName LowCardinality(String),
+    Name String CODEC(ZSTD(1)),
+    SpanName String CODEC(ZSTD(1)),
+    Outcome LowCardinality(String),
+    ErrorType LowCardinality(String),
+    ConversationId String CODEC(ZSTD(1)),
+    SessionId String CODEC(ZSTD(1)),
+    UserId String CODEC(ZSTD(1)),
+    LlmCalls UInt32,
+    InputTokens UInt64 CODEC(T64, ZSTD(1)),
+    OutputTokens UInt64 CODEC(T64, ZSTD(1)),
+    CacheReadTokens UInt64 CODEC(T64, ZSTD(1)),
+    CacheWriteTokens UInt64 CODEC(T64, ZSTD(1)),
+    ReasoningTokens UInt64 CODEC(T64, ZSTD(1)),
+    CostUsd Float64 CODEC(ZSTD(1)),
+    UnpricedCalls UInt32,
+    Models Array(LowCardinality(String)),
+    Steps UInt32,
+    ToolCalls UInt32,
+    Errors UInt32,
+    MaxRepeats UInt32,
+    Version UInt64,
+    IsDeleted UInt8 DEFAULT 0
+) ENGINE = {t.engine("ReplacingMergeTree", table, "Version, IsDeleted")}
+PARTITION BY toDate(Hour)
+ORDER BY (ProjectId, Hour, TraceId)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
+        *_distributed(t, TASK_SUMMARY_TABLE),
+        f"""CREATE TABLE IF NOT EXISTS {SUMMARY_WATERMARK_TABLE}{t.on_cluster()} (
+    Watermark DateTime64(3),
+    WrittenAt DateTime DEFAULT now()
+) ENGINE = {t.engine("ReplacingMergeTree", SUMMARY_WATERMARK_TABLE, "Watermark")}
+ORDER BY tuple()""",
+        # what the summarizer and the reads look up: the spans ingested after a watermark
+        f"ALTER TABLE {t.local(SPANS_TABLE)}{t.on_cluster()} ADD INDEX IF NOT EXISTS idx_ingested IngestedAt"
+        " TYPE minmax GRANULARITY 1",
+        f"ALTER TABLE {t.local(SPANS_TABLE)}{t.on_cluster()} MATERIALIZE INDEX idx_ingested",
+    ]
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -334,6 +400,7 @@ MIGRATIONS: list[Migration] = [
     Migration(4, "ingestion health per minute", _ingest_stats_ddl),
     Migration(5, "llm_calls rollup: one row per LLM call (max per field), view + backfill", _llm_calls_ddl),
     Migration(6, "task_rollup: one row per task per hour (idempotent aggregates), view + backfill", _task_rollup_ddl),
+    Migration(7, "task_summary: one row per task, kept by the summarizer; spans' IngestedAt index", _task_summary_ddl),
     Migration(20, "alert state and history", alert_schema.state_ddl),
     Migration(21, "alert notification log and delivery log", alert_schema.notification_ddl),
     Migration(22, "alert silences", alert_schema.silences_ddl),
@@ -368,6 +435,6 @@ def migrate(store: Store, *, ttl_days: int | None = None) -> list[int]:
     if ttl_days:
         store.command(f"ALTER TABLE {SPANS_TABLE} MODIFY TTL toDateTime(Timestamp) + toIntervalDay({int(ttl_days)})")
         store.command(f"ALTER TABLE {TRACE_LOOKUP_TABLE} MODIFY TTL Start + toIntervalDay({int(ttl_days)})")
-        for rollup in (LLM_CALLS_TABLE, TASK_ROLLUP_TABLE):
+        for rollup in (LLM_CALLS_TABLE, TASK_ROLLUP_TABLE, TASK_SUMMARY_TABLE):
             store.command(f"ALTER TABLE {rollup} MODIFY TTL Hour + toIntervalDay({int(ttl_days)})")
     return applied

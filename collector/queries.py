@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentwatch.collector import rollups as R
+from agentwatch.collector import summary as S
 from agentwatch.collector.migrations import SPANS_TABLE, TRACE_LOOKUP_TABLE
 from agentwatch.collector.store import Store
 
@@ -158,69 +159,44 @@ class TaskFilter:
             raise QueryError(f"loop_repeats must be between 2 and 100, got {self.loop_repeats}")
 
 
-def _roots_and_calls(calls_where: str) -> str:
-    """The CTEs ``roots`` (tasks starting in the window) and ``call_totals`` (their calls' totals, one row a task)."""
+def roots_and_calls() -> str:
+    """The CTEs ``roots`` (tasks starting in the window) and ``calls`` (every LLM call of the rows from the window's
+    start hour to the roots' latest end, one row a call) straight from the rollups, for reads by call."""
     return f"""
 roots AS MATERIALIZED (
-    SELECT TraceId, toUnixTimestamp64Nano(r.ts) AS start_ns, r.dur AS duration_ns, r.service AS service,
-           r.name AS name, r.span_name AS span_name, r.outcome AS outcome, r.error_type AS error_type,
-           r.conversation_id AS conversation_id, r.session_id AS session_id, r.user_id AS user_id,
-           r.ts AS ts, r.ts + toIntervalNanosecond(r.dur) AS te
+    SELECT TraceId, r.service AS service, r.name AS name, r.outcome AS outcome, r.ts AS ts,
+           r.ts + toIntervalNanosecond(r.dur) AS te
     FROM ({R.roots()})
 ),
-calls AS ({R.calls(calls_where)}),
-call_totals AS (
-    SELECT TraceId, count() AS llm_calls, sum(i) AS input_tokens, sum(o) AS output_tokens,
-           sum(cr) AS cache_read_tokens, sum(cw) AS cache_write_tokens, sum(rt) AS reasoning_tokens,
-           sum(c) AS priced_cost, countIf(c IS NULL AND (i > 0 OR o > 0)) AS unpriced_calls,
-           groupUniqArray(model) AS models
-    FROM calls GROUP BY TraceId
-)"""
+calls AS ({R.calls(R.members_where("from_ms"))})"""
 
 
-_CALL_COLUMNS = """TraceId, start_ns, duration_ns, service, name, outcome, error_type, conversation_id, session_id,
-           user_id, ifNull(llm_calls, 0) AS llm_calls, ifNull(input_tokens, 0) AS input_tokens,
-           ifNull(output_tokens, 0) AS output_tokens, ifNull(cache_read_tokens, 0) AS cache_read_tokens,
-           ifNull(cache_write_tokens, 0) AS cache_write_tokens, ifNull(reasoning_tokens, 0) AS reasoning_tokens,
-           ifNull(priced_cost, 0) AS cost_usd, ifNull(unpriced_calls, 0) AS unpriced_llm_calls, models,
-           input_tokens + output_tokens AS total_tokens"""
-_SPAN_COLUMNS = """ifNull(steps, 1) AS steps, ifNull(tool_calls, 0) AS tool_calls, ifNull(errors, 0) AS errors,
-       ifNull(max_repeats, 0) AS max_repeats, max_repeats >= {loop_repeats:UInt32} AS loop"""
-
-# The per-task rollup, shared by every task-level query. Params: the scope's, plus loop_repeats. Read from the
-# rollups (collector/rollups.py): the roots starting in the window, their span counts and tool sequence from
-# task_rollup, their calls (max per field per call) from llm_calls. CTE names and columns are part of the contract
-# (roots, calls, tasks are used by analytics_stats).
-TASKS_CTE = f"""{_roots_and_calls(R.members_where("from_ms"))},
-span_totals AS ({R.task_spans(R.members_where("from_ms"))}),
+# One row per task whose root starts in the window (collector/summary.py: the summarizer's rows, and the tasks
+# touched since its last pass computed from the rollups). Params: the scope's, wm_ms (``task_params``),
+# loop_repeats. The CTE name ``tasks`` and its columns are a contract (analytics_stats reads them).
+TASKS_CTE = f"""{S.window_ctes()},
 tasks AS (
-    SELECT {_CALL_COLUMNS},
-           {_SPAN_COLUMNS}
-    FROM roots
-    LEFT JOIN call_totals USING TraceId
-    LEFT JOIN span_totals USING TraceId
-    SETTINGS join_use_nulls = 1
-)
-"""
-
-
-# The task list's fast path (no loop filter, not sorted by tool calls): pick the page from the roots and their call
-# totals, then merge the per-task span states (steps, tool calls, errors, the tool sequence for max_repeats) for
-# the page's tasks only — those hash-set and array merges are most of the cost when done for every task of the
-# window. Same rows and columns as ``tasks`` in TASKS_CTE (members read up to the latest end of all the roots).
-_PAGE_CTE = f"""{_roots_and_calls(R.member_hours_where("from_ms"))},
-ctasks AS (
-    SELECT {_CALL_COLUMNS}
-    FROM roots
-    LEFT JOIN call_totals USING TraceId
-    SETTINGS join_use_nulls = 1
+    SELECT TraceId, toUnixTimestamp64Nano(Start) AS start_ns, DurationNs AS duration_ns, ServiceName AS service,
+           Name AS name, Outcome AS outcome, ErrorType AS error_type, ConversationId AS conversation_id,
+           SessionId AS session_id, UserId AS user_id, LlmCalls AS llm_calls, InputTokens AS input_tokens,
+           OutputTokens AS output_tokens, CacheReadTokens AS cache_read_tokens,
+           CacheWriteTokens AS cache_write_tokens, ReasoningTokens AS reasoning_tokens, CostUsd AS cost_usd,
+           UnpricedCalls AS unpriced_llm_calls, Models AS models, input_tokens + output_tokens AS total_tokens,
+           Steps AS steps, ToolCalls AS tool_calls, Errors AS errors, MaxRepeats AS max_repeats,
+           max_repeats >= {{loop_repeats:UInt32}} AS loop
+    FROM s_window
 )"""
+
+
+def task_params(store: Store, scope: Scope, loop_repeats: int = DEFAULT_LOOP_REPEATS) -> dict[str, Any]:
+    """The parameters of ``TASKS_CTE``: the scope's, the summarizer's watermark and the loop threshold."""
+    return {**scope.params(), "wm_ms": S.watermark(store), "loop_repeats": loop_repeats}
 
 
 def tasks(store: Store, scope: Scope, f: TaskFilter) -> dict[str, Any]:
     f.validate()
     conds = ["1"]
-    params = {**scope.params(), "loop_repeats": f.loop_repeats}
+    params = task_params(store, scope, f.loop_repeats)
     if f.outcome:
         conds.append("outcome = {outcome:String}")
         params["outcome"] = f.outcome
@@ -237,25 +213,7 @@ def tasks(store: Store, scope: Scope, f: TaskFilter) -> dict[str, Any]:
         conds.append("(positionCaseInsensitive(name, {q:String}) > 0 OR TraceId = lower({q:String}))")
         params["q"] = f.q
     order = f"{TASK_SORTS[f.sort]} {f.order.upper()}, TraceId"
-    if f.loop is None and f.sort != "tool_calls":
-        spans_where = (
-            f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms('from_ms')})"
-            " AND Hour <= (SELECT max(te) FROM roots) AND TraceId IN (SELECT TraceId FROM page)"
-        )
-        sql = f"""
-WITH {_PAGE_CTE},
-page AS MATERIALIZED (
-    SELECT *, count() OVER () AS total FROM ctasks WHERE {" AND ".join(conds)}
-    ORDER BY {order} LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}
-),
-span_totals AS ({R.task_spans(spans_where)})
-SELECT page.*, {_SPAN_COLUMNS}
-FROM page LEFT JOIN span_totals USING TraceId
-ORDER BY {order}
-SETTINGS join_use_nulls = 1
-"""
-    else:
-        sql = f"""
+    sql = f"""
 WITH {TASKS_CTE}
 SELECT *, count() OVER () AS total FROM tasks WHERE {" AND ".join(conds)}
 ORDER BY {order} LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}

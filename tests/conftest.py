@@ -27,8 +27,10 @@ def make_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 
 @pytest.fixture(scope="session")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProc]:
-    """One collector shared by the session; tests keep apart by their own trace ids and service names."""
+    """One collector shared by the session; tests keep apart by their own trace ids and service names. Its task
+    summarizer runs often, so the reads of every test mix summary rows with tasks computed from the rollups."""
     d = tmp_path_factory.mktemp("collector") / "data"
-    c = CollectorProc(d, free_port(), collector_env()).start()
+    env = collector_env(AGENTWATCH_SUMMARY_INTERVAL="0.5", AGENTWATCH_SUMMARY_LAG="2")
+    c = CollectorProc(d, free_port(), env).start()
     yield c
     c.stop()

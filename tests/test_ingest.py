@@ -298,3 +298,27 @@ def test_health_and_metrics(collector):
                  "agentwatch_queue_depth", "agentwatch_insert_seconds_bucket"):  # fmt: skip
         assert name in text
     assert "proj-a" not in text  # no project data
+
+
+def _metric(collector, name: str) -> float:
+    for line in collector.get("/metrics", key=None).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_the_summarizer_writes_tasks_in_the_background_and_reads_stay_the_same(collector):
+    service = unique("svc-summary")
+    rec = Recorder(service)
+    tid = agent_run(rec, tools=[("search", "{}"), ("search", "{}")])
+    assert collector.post_traces(rec.body()).status_code == 200
+    collector.trace(tid, spans=4)
+    stored_at = time.time()
+    live = collector.api("/api/v1/tasks", service=service)
+    assert [t["trace_id"] for t in live["items"]] == [tid]
+    # the summarizer's watermark passes the trace's ingest time (lag 2 s): its row is what the reads serve now
+    collector.wait_for(lambda: _metric(collector, "agentwatch_summary_watermark_seconds") > stored_at,
+                       what="the summarizer's watermark")  # fmt: skip
+    assert _metric(collector, "agentwatch_tasks_summarized_total") >= 1
+    assert collector.api("/api/v1/tasks", service=service) == live
+    assert collector.get("/readyz", key=None).json()["summarizer_error"] is None

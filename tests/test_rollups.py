@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import fleet as F  # noqa: E402
 
-from agentwatch.collector import analytics_anomalies, analytics_drift, analytics_stats, queries  # noqa: E402
+from agentwatch.collector import analytics_anomalies, analytics_drift, analytics_stats, queries, summary  # noqa: E402
 from agentwatch.collector.migrations import (  # noqa: E402
     INSERT_COLUMNS,
     LLM_CALLS_TABLE,
@@ -195,13 +195,10 @@ def test_overview_unit_economics_and_anomaly_inputs_equal_the_reference(env):
     # the anomaly query's per-task inputs: the window's tasks (its calls are every task's in those hours; the query
     # joins them to the roots) ...
     base_ms = SCOPE.start_ms - 24 * 3_600_000
-    params = {**SCOPE.params(), "base_ms": base_ms, "bend_ms": SCOPE.start_ms, "base": "[]", "min_samples": 20}
+    params = {**SCOPE.params(), "base_ms": base_ms, "bend_ms": SCOPE.start_ms, "base": "[]", "min_samples": 20,
+              "wm_ms": summary.watermark(store)}  # fmt: skip
     head = analytics_anomalies.ANOMALIES_SQL.split("SELECT * FROM (", 1)[0]
-    got = store.query(
-        f"{head} SELECT TraceId, cost, i, llm_calls AS n FROM cost"
-        " WHERE TraceId IN (SELECT TraceId FROM roots WHERE cur)",
-        params,
-    )
+    got = store.query(f"{head} SELECT TraceId, cost, i, llm_calls AS n FROM roots WHERE cur AND n > 0", params)
     got = {r["TraceId"]: r for r in got}
     assert set(got) == {t for t, w in want.items() if w["llm_calls"]}
     for tid, r in got.items():
@@ -232,7 +229,8 @@ def test_drift_task_samples_equal_the_reference(env):
     store, _, rest, held = env
     base_ms = SCOPE.start_ms - 24 * 3_600_000
     ref = reference([*rest, held], base_ms, SCOPE.end_ms)
-    params = {**SCOPE.params(), "base_ms": base_ms, "max_samples": 200_000}  # fewer tasks: all kept
+    params = {**SCOPE.params(), "base_ms": base_ms, "max_samples": 200_000,  # fewer tasks: all kept
+              "wm_ms": summary.watermark(store)}  # fmt: skip
     rows = store.query(analytics_drift.TASKS_SAMPLED_SQL, params)
     assert {(r["keep_cur"], r["keep_base"]) for r in rows} == {(1_000_000, 1_000_000)}
     assert len(rows) == len(ref)
@@ -352,3 +350,99 @@ def test_spend_spikes_equal_hourly_spend_computed_over_the_spans(env):
         s = spikes[(svc, queries.iso(h * 1_000_000_000))]
         assert s["cost_usd"] == pytest.approx(cost, abs=1e-9) and s["score"] == pytest.approx(score, abs=1e-3)
         assert s["baseline_hours"] == 24
+
+
+# --- per-task summaries (migration 7, collector/summary.py) -------------------------------------------------------
+def _answers(store) -> tuple:
+    return (_api_tasks(store), analytics_stats.unit_economics(store, SCOPE, group_by="name"),
+            analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24),
+            analytics_drift.drift(store, SCOPE, baseline_hours=24))  # fmt: skip
+
+
+def _summary_rows(store, project: str, tid: str) -> list[dict]:
+    return store.query(
+        f"SELECT toUnixTimestamp(Hour) AS hour, CostUsd, LlmCalls, Version FROM {summary.TASK_SUMMARY_TABLE} FINAL"
+        " WHERE ProjectId = {p:String} AND TraceId = {t:String}",
+        {"p": project, "t": tid},
+    )
+
+
+def test_summaries_give_the_same_answers_and_are_what_reads_serve(env):
+    store, _, rest, held = env
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([held])))  # again if an earlier test did: no change
+    rows = [*rest, held]
+    assert summary.watermark(store) == 0  # never ran: every read computes from the rollups
+    before = _answers(store)
+    written = summary.Summarizer(store, lag=0.0, chunk=3600).catch_up()
+    tasks_in_store = len({r["TraceId"] for r in rows if not r["ParentSpanId"] and r["ProjectId"] == CFG.project})
+    assert written >= tasks_in_store and summary.watermark(store) > 0
+    assert _answers(store) == before
+    _check_tasks(store, rows)
+    # the reads serve the summary row: a doctored row (newer version) shows in the task list ...
+    tid = next(iter(_api_tasks(store)))
+    store.command(
+        f"INSERT INTO {summary.TASK_SUMMARY_TABLE} SELECT * REPLACE (12345.0 AS CostUsd, Version + 1 AS Version)"
+        f" FROM {summary.TASK_SUMMARY_TABLE} FINAL WHERE ProjectId = {{p:String}} AND TraceId = {{t:String}}",
+        {"p": CFG.project, "t": tid},
+    )
+    assert _api_tasks(store)[tid]["cost_usd"] == 12345.0
+    # ... until a span of that task arrives: computed from the rollups again (exact, with the new call), and the
+    # next pass writes the task anew
+    root = next(r for r in rows if r["TraceId"] == tid and not r["ParentSpanId"])
+    call = next(r for r in rows if r["TraceId"] == tid and r["SpanId"] != root["SpanId"]
+                and dict(r["SpanAttributes"]).get("gen_ai.operation.name") == "chat")  # fmt: skip
+    late = {**call, "SpanId": "feed" * 4, "Timestamp": call["Timestamp"] + 5_000_000,
+            "SpanAttributes": [(k, v) for k, v in call["SpanAttributes"] if k != "gen_ai.response.id"]}  # fmt: skip
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([late])))
+    _check_tasks(store, [*rows, late])
+    summary.Summarizer(store, lag=0.0).catch_up()
+    (row,) = _summary_rows(store, CFG.project, tid)
+    assert row["Version"] == summary.watermark(store)
+    assert row["LlmCalls"] == reference([*rows, late], SCOPE.start_ms, SCOPE.end_ms)[tid]["llm_calls"]
+    _check_tasks(store, [*rows, late])
+
+
+def test_a_task_whose_root_moves_to_another_hour_keeps_one_summary_row(env):
+    store, _, rest, _ = env
+    project, tid = "moves", "ab" * 16
+    spans = [r for r in rest if r["TraceId"] == rest[0]["TraceId"]]
+    root = next(r for r in spans if not r["ParentSpanId"])
+    t0 = CFG.current_start_ms * 1_000_000 + 30 * 60 * 10**9  # hh:30
+    shift = t0 - root["Timestamp"]
+    moved = [{**r, "ProjectId": project, "TraceId": tid, "Timestamp": r["Timestamp"] + shift} for r in spans]
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(moved)))
+    s = summary.Summarizer(store, lag=0.0)
+    s.catch_up()
+    (first,) = _summary_rows(store, project, tid)
+    # a second root span an hour later: the task's root (the latest of its roots) moves to the next hour
+    second = {**root, "ProjectId": project, "TraceId": tid, "SpanId": "beef" * 4, "Timestamp": t0 + 3600 * 10**9}
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([second])))
+    s.catch_up()
+    (now,) = _summary_rows(store, project, tid)
+    assert now["hour"] - first["hour"] == 3600
+    scope = queries.Scope(project, CFG.current_start_ms, CFG.current_start_ms + 3 * 3_600_000)
+    got = queries.tasks(store, scope, queries.TaskFilter())
+    assert [t["trace_id"] for t in got["items"]] == [tid] and got["total"] == 1
+
+
+def test_the_summarizer_waits_out_the_lag_and_catches_up_in_chunks(env):
+    store = env[0]
+    cfg = F.FleetConfig(seed=8, project="lagged", baseline_hours=2, current_hours=1, baseline_tasks=10,
+                        current_tasks=5)  # fmt: skip
+    fleet = F.generate(cfg)
+    for i in range(0, fleet.spans, fleet.spans // 3 + 1):  # three inserts, the watermark moves between them
+        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc({k: v[i : i + fleet.spans // 3 + 1]
+                                                                for k, v in fleet.columns.items()}))  # fmt: skip
+    scope = queries.Scope(cfg.project, cfg.current_start_ms - 2 * 3_600_000, cfg.current_end_ms)
+    want = queries.tasks(store, scope, queries.TaskFilter(limit=1000))
+    wm = summary.watermark(store)
+    assert summary.Summarizer(store, lag=3600).catch_up() == 0  # every span is younger than an hour: not yet
+    assert summary.watermark(store) == wm
+    s = summary.Summarizer(store, lag=0.0, chunk=0.001)  # one millisecond of ingest a pass
+    assert s.catch_up() >= want["total"] and s.passes >= 2
+    got = store.query(
+        f"SELECT count() AS n FROM {summary.TASK_SUMMARY_TABLE} FINAL WHERE ProjectId = {{p:String}}",
+        {"p": cfg.project},
+    )[0]["n"]
+    assert got == want["total"]
+    assert queries.tasks(store, scope, queries.TaskFilter(limit=1000)) == want

@@ -1,0 +1,240 @@
+"""Per-task summaries (``task_summary``, migration 7): one row per task, so the task list, cost anomalies and drift
+read one row a task instead of merging the rollups' per-span states for every task of a window.
+
+The summarizer (a thread of the collector) keeps the table: every ``interval`` seconds it takes the traces with
+spans ingested since its watermark (``IngestedAt``, DB clock) and up to ``lag`` seconds ago, computes their tasks
+from the rollups (``compute_ctes``: the same SQL the reads use for the rest) and writes them with the new watermark
+as their version. The lag covers an insert whose rows were stamped before it became visible.
+
+Reads (``window_ctes``) take the summary rows of the window's tasks with no span ingested after the watermark, and
+compute the others from the rollups: the tasks still running or just touched, and every task of a store the
+summarizer never ran on. So a read is exact at any moment; the summary only makes it cheaper.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from agentwatch.collector import rollups as R
+from agentwatch.collector.metrics import Metrics
+from agentwatch.collector.migrations import (
+    SPANS_TABLE,
+    SUMMARY_WATERMARK_TABLE,
+    TASK_ROLLUP_TABLE,
+    TASK_SUMMARY_TABLE,
+    TRACE_LOOKUP_TABLE,
+)
+from agentwatch.collector.store import Store
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "ProjectId", "Hour", "TraceId", "Start", "DurationNs", "ServiceName", "Name", "SpanName", "Outcome", "ErrorType",
+    "ConversationId", "SessionId", "UserId", "LlmCalls", "InputTokens", "OutputTokens", "CacheReadTokens",
+    "CacheWriteTokens", "ReasoningTokens", "CostUsd", "UnpricedCalls", "Models", "Steps", "ToolCalls", "Errors",
+    "MaxRepeats",
+]  # fmt: skip
+_COLS = ", ".join(COLUMNS)
+
+
+def dirty(after: str, upto: str | None = None) -> str:
+    """The project's traces with a span ingested after ``{after}`` (ms since the epoch), up to ``{upto}``."""
+    hi = f" AND IngestedAt <= fromUnixTimestamp64Milli({{{upto}:Int64}})" if upto else ""
+    return (
+        f"SELECT DISTINCT TraceId FROM {SPANS_TABLE} WHERE ProjectId = {{project:String}}"
+        f" AND IngestedAt > fromUnixTimestamp64Milli({{{after}:Int64}}){hi}"
+    )
+
+
+def _dirty_ctes(dirty_sql: str) -> str:
+    """``s_dirty`` (the traces) and ``s_bounds`` (lo, hi: their first and last span start, NULL if none)."""
+    return f"""
+s_dirty AS MATERIALIZED ({dirty_sql}),
+s_bounds AS MATERIALIZED (
+    SELECT minOrNull(Start) AS lo, maxOrNull(End) AS hi FROM {TRACE_LOOKUP_TABLE}
+    WHERE TraceId IN (SELECT TraceId FROM s_dirty)
+)"""
+
+
+def compute_ctes(dirty_sql: str, root_where: str = "1") -> str:
+    """CTEs ending in ``s_tasks``: the summary rows (``COLUMNS``) of the tasks among ``dirty_sql``'s traces whose
+    root has arrived and passes ``root_where`` (over ``r``, the root tuple of collector/rollups.py). Their rollup
+    rows are read over the traces' whole extent (the trace lookup's first and last span start)."""
+    members = (
+        "ProjectId = {project:String} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))"
+        " AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_roots)"
+    )
+    return f"""{_dirty_ctes(dirty_sql)},
+s_roots AS MATERIALIZED (
+    SELECT TraceId, r.ts AS ts, r.dur AS dur, r.service AS service, r.name AS name, r.span_name AS span_name,
+           r.outcome AS outcome, r.error_type AS error_type, r.conversation_id AS conversation_id,
+           r.session_id AS session_id, r.user_id AS user_id
+    FROM (
+        SELECT TraceId, max(Root) AS r FROM {TASK_ROLLUP_TABLE}
+        WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
+          AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_dirty)
+        GROUP BY TraceId
+    ) WHERE r.has = 1 AND ({root_where})
+),
+s_calls AS (
+    SELECT TraceId, count() AS llm_calls, sum(i) AS input_tokens, sum(o) AS output_tokens,
+           sum(cr) AS cache_read_tokens, sum(cw) AS cache_write_tokens, sum(rt) AS reasoning_tokens,
+           sum(c) AS priced_cost, countIf(c IS NULL AND (i > 0 OR o > 0)) AS unpriced_calls,
+           groupUniqArray(model) AS models
+    FROM ({R.calls(members)}) GROUP BY TraceId
+),
+s_spans AS ({R.task_spans(members)}),
+s_tasks AS (
+    SELECT {{project:String}} AS ProjectId, toStartOfHour(ts) AS Hour, TraceId, ts AS Start, dur AS DurationNs,
+           service AS ServiceName, name AS Name, span_name AS SpanName, outcome AS Outcome,
+           error_type AS ErrorType, conversation_id AS ConversationId, session_id AS SessionId,
+           user_id AS UserId, toUInt32(ifNull(llm_calls, 0)) AS LlmCalls, ifNull(input_tokens, 0) AS InputTokens,
+           ifNull(output_tokens, 0) AS OutputTokens, ifNull(cache_read_tokens, 0) AS CacheReadTokens,
+           ifNull(cache_write_tokens, 0) AS CacheWriteTokens, ifNull(reasoning_tokens, 0) AS ReasoningTokens,
+           toFloat64(ifNull(priced_cost, 0)) AS CostUsd, toUInt32(ifNull(unpriced_calls, 0)) AS UnpricedCalls,
+           arrayFilter(m -> m != '', ifNull(models, [])) AS Models, toUInt32(ifNull(steps, 1)) AS Steps,
+           toUInt32(ifNull(tool_calls, 0)) AS ToolCalls, toUInt32(ifNull(errors, 0)) AS Errors,
+           toUInt32(ifNull(max_repeats, 0)) AS MaxRepeats
+    FROM s_roots LEFT JOIN s_calls USING TraceId LEFT JOIN s_spans USING TraceId
+    SETTINGS join_use_nulls = 1
+)"""
+
+
+def window_ctes(lo: str = "from_ms", hi: str = "to_ms", *, service: bool = True) -> str:
+    """CTEs ending in ``s_window``: the summary rows (``COLUMNS``) of the tasks whose root starts in [lo, hi) (and is
+    of the scope's service, with ``service``): from ``task_summary`` for the tasks with no span ingested after the
+    watermark ``{wm_ms}``, computed from the rollups for the others. Params: project, service, wm_ms, lo, hi."""
+    in_window = f"Start >= {R.ms(lo)} AND Start < {R.ms(hi)}"
+    svc = " AND ({service:String} = '' OR ServiceName = {service:String})" if service else ""
+    root_svc = " AND ({service:String} = '' OR r.service = {service:String})" if service else ""
+    return f"""{compute_ctes(dirty("wm_ms"), f"r.ts >= {R.ms(lo)} AND r.ts < {R.ms(hi)}{root_svc}")},
+s_window AS (
+    SELECT {_COLS} FROM {TASK_SUMMARY_TABLE} FINAL
+    WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)}
+      AND {in_window}{svc} AND TraceId NOT IN (SELECT TraceId FROM s_dirty)
+    UNION ALL
+    SELECT {_COLS} FROM s_tasks
+)"""
+
+
+def watermark(store: Store) -> int:
+    """The summarizer's watermark, ms since the epoch (0: it never ran, every task is computed at read)."""
+    rows = store.query(f"SELECT toUnixTimestamp64Milli(max(Watermark)) AS wm FROM {SUMMARY_WATERMARK_TABLE}")
+    return int(rows[0]["wm"] or 0) if rows else 0
+
+
+_PROJECTS_SQL = f"""
+SELECT DISTINCT ProjectId FROM {SPANS_TABLE}
+WHERE IngestedAt > fromUnixTimestamp64Milli({{after:Int64}}) AND IngestedAt <= fromUnixTimestamp64Milli({{upto:Int64}})
+"""
+_NEXT_SQL = f"""
+SELECT toUnixTimestamp64Milli(now64(3)) AS now_ms,
+       toUnixTimestamp64Milli(minOrNull(IngestedAt)) AS first_ms
+FROM {SPANS_TABLE} WHERE IngestedAt > fromUnixTimestamp64Milli({{after:Int64}})
+"""
+_COMPUTE_SQL = f"WITH {compute_ctes(dirty('after', 'upto'))}\nSELECT {_COLS} FROM s_tasks"
+# rows of the pass's traces under a key the pass did not rewrite: their root moved to another hour
+_STALE_SQL = f"""
+WITH {_dirty_ctes(dirty("after", "upto"))}
+SELECT ProjectId, Hour, TraceId FROM {TASK_SUMMARY_TABLE} FINAL
+WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
+  AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_dirty) AND Version < {{version:UInt64}}
+"""
+
+
+class Summarizer:
+    """Keeps ``task_summary`` up to date, one pass every ``interval`` seconds, in a daemon thread.
+
+    A pass covers the spans ingested in (watermark, min(now - lag, watermark + chunk)]: a store loaded before the
+    summarizer existed is caught up chunk by chunk (``catch_up``), with a progress line. A failed pass is logged
+    and retried on the next tick; the watermark only moves once a pass is written.
+    """
+
+    def __init__(
+        self, store: Store, *, interval: float = 5.0, lag: float = 10.0, chunk: float = 120.0,
+        metrics: Metrics | None = None,
+    ) -> None:  # fmt: skip
+        self.store, self.interval, self.lag, self.chunk, self.metrics = store, interval, lag, chunk, metrics
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.rows_written = 0
+        self.passes = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="agentwatch-summarizer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                while self.run_once() and not self._stop.is_set():
+                    pass  # catching up: chunks back to back
+                self.last_error = None
+            except Exception as e:  # noqa: BLE001 - a pass fails (store down): the reads compute it, retry later
+                if self.last_error != str(e):
+                    log.warning("agentwatch summarizer: a pass failed, retrying in %.0fs: %s", self.interval, e)
+                self.last_error = str(e)
+                if self.metrics:
+                    self.metrics.summary_errors.inc()
+
+    def run_once(self) -> bool:
+        """One pass; True if it stopped at the chunk size (more is waiting), False when caught up."""
+        after = watermark(self.store)
+        nxt = self.store.query(_NEXT_SQL, {"after": after})[0]
+        limit = int(nxt["now_ms"]) - int(self.lag * 1000)
+        if nxt["first_ms"] is None or int(nxt["first_ms"]) > limit:
+            if self.metrics:  # nothing ingested up to the limit is left: summarized up to there
+                self.metrics.summary_watermark.set(max(after, limit) / 1000)
+            return False
+        start = max(after, int(nxt["first_ms"]) - 1)
+        upto = min(limit, start + int(self.chunk * 1000))
+        params: dict[str, Any] = {"after": after, "upto": upto, "version": upto}
+        for row in self.store.query(_PROJECTS_SQL, params):
+            p = {**params, "project": row["ProjectId"]}
+            table = self.store.query_arrow(_COMPUTE_SQL, p)
+            if table.num_rows:
+                self._insert(table, upto)
+            stale = self.store.query_arrow(_STALE_SQL, p)
+            if stale.num_rows:
+                self._insert(stale, upto, deleted=True)
+        self.store.command(
+            f"INSERT INTO {SUMMARY_WATERMARK_TABLE} (Watermark) VALUES (fromUnixTimestamp64Milli({{wm:Int64}}))",
+            {"wm": upto},
+        )
+        self.passes += 1
+        if self.metrics:
+            self.metrics.summary_watermark.set(upto / 1000)
+        return upto < limit
+
+    def _insert(self, table: pa.Table, version: int, *, deleted: bool = False) -> None:
+        n = table.num_rows
+        table = table.append_column("Version", pa.array([version] * n, pa.uint64()))
+        table = table.append_column("IsDeleted", pa.array([int(deleted)] * n, pa.uint8()))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        self.store.insert_arrow(TASK_SUMMARY_TABLE, table.column_names, sink.getvalue().to_pybytes())
+        if not deleted:
+            self.rows_written += n
+            if self.metrics:
+                self.metrics.summarized.inc(n)
+
+    def catch_up(self, *, progress: bool = False) -> int:
+        """Run passes until the summary is as fresh as the lag allows; returns the rows written."""
+        before, t = self.rows_written, time.monotonic()
+        while self.run_once():
+            if progress:
+                print(f"  summarizing: {self.rows_written - before:,} tasks, {time.monotonic() - t:.0f}s", flush=True)
+        return self.rows_written - before
+
