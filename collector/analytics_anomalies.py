@@ -21,16 +21,12 @@ the ratio makes it matter. Unpriced tasks (cost 0 because no price is known) are
 from __future__ import annotations
 
 import json
-import threading
-import time
-import weakref
-from collections import OrderedDict
 from typing import Any
 
 from agentwatch.collector import rollups as R
 from agentwatch.collector import summary as S
 from agentwatch.collector.analytics_common import MAD_SCALE, check_range, rnd
-from agentwatch.collector.migrations import LLM_CALLS_TABLE, TASK_ROLLUP_TABLE
+from agentwatch.collector.baselines import baselines
 from agentwatch.collector.queries import QueryError, Scope, iso
 from agentwatch.collector.store import Store
 
@@ -185,54 +181,16 @@ SELECT * FROM (
 ORDER BY kind DESC, score DESC, trace_id, span_id
 """
 
-# what the cached baseline was computed from: rows of the rollups in its hours (an insert adds rows, a merge removes
-# some: either recomputes it). A task of the baseline whose spans arrive after from's hour only refreshes it with
-# the cache's age limit.
-_VERSION_WHERE = (
-    f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms('base_ms')}) AND Hour < {R.ms('bend_ms')}"
-)
-BASELINE_MAX_AGE_S = 600.0
-_CACHE_SIZE = 32
+def _baseline(store: Store, params: dict[str, Any]) -> str:
+    """The baseline's rows as the JSON the anomaly query takes (``base``), cached (collector/baselines.py)."""
 
-
-class _BaselineCache:
-    """Baselines per store, by (project, service, base_ms, bend_ms, rollup row counts), at most 10 minutes old."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_store: weakref.WeakKeyDictionary[Store, OrderedDict[tuple, tuple[float, str]]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def get(self, store: Store, params: dict[str, Any]) -> str:
-        where = _VERSION_WHERE
-        v = store.query(
-            f"SELECT (SELECT count() FROM {TASK_ROLLUP_TABLE} WHERE {where}) AS tasks,"
-            f" (SELECT count() FROM {LLM_CALLS_TABLE} WHERE {where}) AS calls",
-            params,
-        )[0]
-        key = (params["project"], params["service"], params["base_ms"], params["bend_ms"], v["tasks"], v["calls"])
-        now = time.monotonic()
-        with self._lock:
-            entries = self._by_store.setdefault(store, OrderedDict())
-            hit = entries.get(key)
-            if hit and now - hit[0] < BASELINE_MAX_AGE_S:
-                entries.move_to_end(key)
-                return hit[1]
-        rows = store.query(BASELINE_SQL, params)
-        base = json.dumps(
+    def compute() -> str:
+        return json.dumps(
             [[r["kind"], r["service"], r["name"], r["model"], int(r["n"]), float(r["med"]), float(r["mad"])]
-             for r in rows]
+             for r in store.query(BASELINE_SQL, params)]
         )  # fmt: skip
-        with self._lock:
-            entries = self._by_store.setdefault(store, OrderedDict())
-            entries[key] = (now, base)
-            while len(entries) > _CACHE_SIZE:
-                entries.popitem(last=False)
-        return base
 
-
-_baselines = _BaselineCache()
+    return baselines.get(store, ("anomalies", params["service"]), params, compute)
 
 
 def cost_anomalies(
@@ -257,7 +215,7 @@ def cost_anomalies(
         "spike_ratio": spike_ratio, "limit": limit,
     }  # fmt: skip
     params["wm_ms"] = S.watermark(store)
-    params["base"] = _baselines.get(store, params)
+    params["base"] = _baseline(store, params)
     rows = store.query(ANOMALIES_SQL, params)
     items = [
         {

@@ -1,5 +1,5 @@
 """Drift (DESIGN.md, Semantics): per service, the window [from, to) against a baseline window before it
-(default the 7 days before ``from``), metric by metric:
+(default the 7 days of whole hours before the hour ``from`` falls in), metric by metric:
 
 - continuous, per task: tokens, cost, steps (spans), duration; per LLM call: latency and output tokens —
   PSI over the baseline's deciles, and a two-sample Kolmogorov-Smirnov test;
@@ -9,8 +9,11 @@
 A metric is drifted when PSI >= ``psi`` (default 0.2, the usual "significant shift") AND its test's p-value,
 Bonferroni-corrected over the service's metrics, is below ``alpha`` (default 0.05): the PSI says the shift is
 big enough to matter, the corrected test that it is not sampling noise, so a quiet service is not flagged by
-chance across nine metrics. Large windows are sampled deterministically by trace id (``max_samples`` tasks
-per service and window), which keeps the answer stable between calls.
+chance across nine metrics. Large windows are sampled deterministically by trace id (``max_samples`` tasks, and
+``max_samples`` LLM calls, of the busiest service per window), which keeps the answer stable between calls.
+
+The baseline side is read once and reused (collector/baselines.py, as cost anomalies do) while its hours get no new
+rows, for at most 10 minutes; only the window is read per call.
 
 Also: model-version changes — a response model (``gen_ai.response.model``) first seen in the window that the
 service did not use in the baseline — as events with the time of first use.
@@ -19,6 +22,7 @@ service did not use in the baseline — as events with the time of first use.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +30,8 @@ import numpy as np
 from agentwatch.collector import rollups as R
 from agentwatch.collector import summary as S
 from agentwatch.collector.analytics_common import check_range, chi2_homogeneity, ks_2samp, psi, psi_continuous, rnd
-from agentwatch.collector.migrations import SPANS_TABLE
+from agentwatch.collector.baselines import baselines
+from agentwatch.collector.migrations import LLM_CALLS_TABLE, SPANS_TABLE
 from agentwatch.collector.queries import QueryError, Scope, iso
 from agentwatch.collector.store import Store
 
@@ -37,73 +42,114 @@ CATEGORICAL = ("tool_mix", "model_mix", "error_rate")
 METRICS = (*TASK_METRICS, *CALL_METRICS, *CATEGORICAL)
 PPM = 1_000_000
 
-_SCOPE = (
+# One side (the baseline, or the window) is [lo, hi): tasks from the per-task summaries (collector/summary.py), LLM
+# calls from the rollups (collector/rollups.py), tool and model mix from the spans. Params: project, service, lo_ms,
+# hi_ms, wm_ms, max_samples.
+_SIDE = (
     "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
-    " AND Timestamp >= fromUnixTimestamp64Milli({base_ms:Int64})"
+    f" AND Timestamp >= {R.ms('lo_ms')} AND Timestamp < {R.ms('hi_ms')}"
 )
-_CUR = "Timestamp >= fromUnixTimestamp64Milli({from_ms:Int64})"
-
-# tasks from the per-task summaries (collector/summary.py), LLM calls from the rollups (collector/rollups.py); tool
-# and model mix stay on the spans (one pass each)
-_TASKS = f"""{S.window_ctes("base_ms", "to_ms")},
-all_roots AS MATERIALIZED (
-    SELECT TraceId, ServiceName AS service, Start >= {R.ms("from_ms")} AS cur, DurationNs / 1e6 AS duration_ms,
-           Outcome = 'error' AS err, InputTokens + OutputTokens AS tokens, CostUsd AS cost, Steps AS steps
+_TASKS = f"""{S.window_ctes("lo_ms", "hi_ms")},
+all_roots AS (
+    SELECT TraceId, ServiceName AS service, DurationNs / 1e6 AS duration_ms, Outcome = 'error' AS err,
+           InputTokens + OutputTokens AS tokens, CostUsd AS cost, Steps AS steps
     FROM s_window
 )"""
 
 COUNTS_SQL = f"""
 WITH {_TASKS}
-SELECT service, cur, count() AS n FROM all_roots GROUP BY service, cur
+SELECT service, count() AS n FROM all_roots GROUP BY service
 """
 
-
-# The sampled tasks' metrics, with the sampling rates (``_keep`` of the largest service's task count per window, for
-# ``max_samples``) computed in the statement (``keeps``) and returned on every row: the tasks are read once, not once
-# for COUNTS_SQL and again for the samples. COUNTS_SQL gives the rates when no task is returned.
-# params: the scope's, base_ms, wm_ms, max_samples.
+# The sampled tasks' metrics, with the sampling rate (``_keep`` of the largest service's task count, for
+# ``max_samples``) computed in the statement and returned on every row: the tasks are read once, not once for
+# COUNTS_SQL and again for the samples. COUNTS_SQL gives the rate when no task is returned.
 _KEEP = (
     "if({n} <= {{max_samples:UInt32}}, 1000000, greatest(1, toUInt32(floor(1000000 * {{max_samples:UInt32}} / {n}))))"
 )
 TASKS_SAMPLED_SQL = f"""
 WITH {_TASKS},
 keeps AS MATERIALIZED (
-    SELECT {_KEEP.format(n="maxIf(n, cur)")} AS keep_cur, {_KEEP.format(n="maxIf(n, NOT cur)")} AS keep_base
-    FROM (SELECT service, cur, count() AS n FROM all_roots GROUP BY service, cur)
+    SELECT {_KEEP.format(n="max(n)")} AS keep FROM (SELECT service, count() AS n FROM all_roots GROUP BY service)
 )
-SELECT service, cur, tokens AS tokens_per_task, cost AS cost_per_task, steps AS steps_per_task,
-       duration_ms AS task_latency_ms, err, (SELECT keep_cur FROM keeps) AS keep_cur,
-       (SELECT keep_base FROM keeps) AS keep_base
+SELECT service, tokens AS tokens_per_task, cost AS cost_per_task, steps AS steps_per_task,
+       duration_ms AS task_latency_ms, err, (SELECT keep FROM keeps) AS keep
 FROM all_roots
-WHERE cityHash64(TraceId) % 1000000 < if(cur, (SELECT keep_cur FROM keeps), (SELECT keep_base FROM keeps))
+WHERE cityHash64(TraceId) % 1000000 < (SELECT keep FROM keeps)
 """
 
-_CALLS_WHERE = (
+# The side's LLM calls, sampled by trace id like the tasks but at their own rate (``max_samples`` calls of the busiest
+# service, from its rollup rows): a window holds about ten calls a task, and grouping every sampled task's calls
+# was most of drift's time (0.8 s of 1.2 s at 9.9M spans). Returns the rate on every row.
+_CALLS_HOURS = (
     "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
-    f" AND Hour >= toStartOfHour({R.ms('base_ms')}) AND Hour < {R.ms('to_ms')}"
-    f" AND cityHash64(TraceId) % 1000000 < if(First.ts >= {R.ms('from_ms')}, {{keep_cur:UInt32}}, {{keep_base:UInt32}})"
+    f" AND Hour >= toStartOfHour({R.ms('lo_ms')}) AND Hour < {R.ms('hi_ms')}"
 )
 CALLS_SQL = f"""
-SELECT service, ts >= {R.ms("from_ms")} AS cur, d / 1e6 AS llm_latency_ms, o AS output_tokens
-FROM ({R.calls(_CALLS_WHERE)})
-WHERE ts >= {R.ms("base_ms")} AND ts < {R.ms("to_ms")}
+WITH keeps AS MATERIALIZED (
+    SELECT {_KEEP.format(n="max(n)")} AS keep
+    FROM (SELECT ServiceName, count() AS n FROM {LLM_CALLS_TABLE} WHERE {_CALLS_HOURS} GROUP BY ServiceName)
+)
+SELECT service, d / 1e6 AS llm_latency_ms, o AS output_tokens, (SELECT keep FROM keeps) AS keep
+FROM ({R.calls(f"{_CALLS_HOURS} AND cityHash64(TraceId) % 1000000 < (SELECT keep FROM keeps)")})
+WHERE ts >= {R.ms("lo_ms")} AND ts < {R.ms("hi_ms")}
 """
 
+# tool mix (tool spans by tool), model mix (LLM spans by response model) and the models with their first use, in one
+# pass over the side's spans
 MIX_SQL = f"""
-SELECT ServiceName AS service, {_CUR} AS cur, Kind AS kind, if(Kind = 'tool', ToolName, Model) AS cat, count() AS n
+SELECT ServiceName AS service, Kind AS kind, if(Kind = 'tool', ToolName, Model) AS cat,
+       if(Kind = 'llm', RequestModel, '') AS request_model, count() AS n,
+       toUnixTimestamp64Nano(min(Timestamp)) AS first_ns
 FROM {SPANS_TABLE} FINAL
-WHERE {_SCOPE} AND Timestamp < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND Kind IN ('tool', 'llm')
-GROUP BY service, cur, kind, cat
+WHERE {_SIDE} AND Kind IN ('tool', 'llm')
+GROUP BY service, kind, cat, request_model
 """
 
-MODELS_SQL = f"""
-SELECT ServiceName AS service, RequestModel AS request_model, Model AS model,
-       countIf(NOT {_CUR}) AS nb, countIf({_CUR}) AS nc,
-       toUnixTimestamp64Nano(minIf(Timestamp, {_CUR})) AS first_ns, toUnixTimestamp64Nano(max(Timestamp)) AS last_ns
-FROM {SPANS_TABLE} FINAL
-WHERE {_SCOPE} AND Timestamp < fromUnixTimestamp64Milli({{to_ms:Int64}}) AND Kind = 'llm' AND Model != ''
-GROUP BY service, request_model, model
-"""
+
+@dataclass
+class Side:
+    """What one side (baseline or window) contributes, per service: metric samples, category counts, models."""
+
+    keep: int
+    keep_calls: int = PPM
+    samples: dict[str, dict[str, np.ndarray]] = field(default_factory=lambda: defaultdict(dict))
+    mixes: dict[str, dict[str, dict[str, int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
+    models: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_side(store: Store, params: dict[str, Any], lo_ms: int, hi_ms: int) -> Side:
+    """The samples of [lo_ms, hi_ms): columnar (Arrow -> numpy), not one Python dict per task or call."""
+    p = {**params, "lo_ms": lo_ms, "hi_ms": hi_ms}
+    tasks = store.query_arrow(TASKS_SAMPLED_SQL, p)
+    if tasks.num_rows:
+        keep = int(tasks.column("keep")[0].as_py())
+    else:
+        keep = _keep(max((int(r["n"]) for r in store.query(COUNTS_SQL, p)), default=0), params["max_samples"])
+    side = Side(keep)
+    calls = store.query_arrow(CALLS_SQL, p)
+    if calls.num_rows:
+        side.keep_calls = int(calls.column("keep")[0].as_py())
+    for t, metrics in ((tasks, (*TASK_METRICS, "err")), (calls, CALL_METRICS)):
+        if not t.num_rows:
+            continue
+        services = np.asarray(t.column("service").to_pylist(), dtype=object)
+        cols = {m: t.column(m).to_numpy(zero_copy_only=False) for m in metrics}
+        for service in set(services.tolist()):
+            sel = services == service
+            for m in metrics:
+                if m == "err":
+                    side.samples[service]["error_rate"] = cols[m][sel].astype(bool).astype(int)
+                else:
+                    side.samples[service][m] = cols[m][sel].astype(float)
+    for r in store.query(MIX_SQL, p):
+        mix = side.mixes[r["service"]]["tool_mix" if r["kind"] == "tool" else "model_mix"]
+        cat = r["cat"] or "(none)"
+        mix[cat] = mix.get(cat, 0) + int(r["n"])
+        if r["kind"] == "llm" and r["cat"]:
+            side.models.append({"service": r["service"], "request_model": r["request_model"], "model": r["cat"],
+                                "n": int(r["n"]), "first_ns": r["first_ns"]})  # fmt: skip
+    return side
 
 
 def _bias(bins: int, n_b: float, n_c: float) -> float:
@@ -128,49 +174,27 @@ def drift(
         raise QueryError(f"min_samples must be between 5 and 100000, got {min_samples}")
     if not 100 <= max_samples <= 200_000:
         raise QueryError(f"max_samples must be between 100 and 200000, got {max_samples}")
+    bend_ms = scope.start_ms - scope.start_ms % 3_600_000
     params: dict[str, Any] = {
-        **scope.params(), "base_ms": scope.start_ms - int(baseline_hours * 3_600_000), "max_samples": max_samples,
-        "wm_ms": S.watermark(store),
+        **scope.params(), "base_ms": bend_ms - int(baseline_hours * 3_600_000), "bend_ms": bend_ms,
+        "max_samples": max_samples, "wm_ms": S.watermark(store),
     }  # fmt: skip
-    tasks = store.query_arrow(TASKS_SAMPLED_SQL, params)
-    if tasks.num_rows:
-        params.update(keep_cur=int(tasks.column("keep_cur")[0].as_py()),
-                      keep_base=int(tasks.column("keep_base")[0].as_py()))  # fmt: skip
-    else:
-        counts: dict[bool, int] = defaultdict(int)
-        for r in store.query(COUNTS_SQL, params):
-            counts[bool(r["cur"])] = max(counts[bool(r["cur"])], int(r["n"]))
-        params.update(keep_cur=_keep(counts[True], max_samples), keep_base=_keep(counts[False], max_samples))
-
-    # columnar (Arrow -> numpy), not one Python dict per task / call: hundreds of thousands of rows at scale
-    samples: dict[str, dict[str, dict[bool, Any]]] = defaultdict(lambda: defaultdict(lambda: {False: [], True: []}))
-    for t, metrics in ((tasks, (*TASK_METRICS, "err")), (None, CALL_METRICS)):
-        if t is None:
-            t = store.query_arrow(CALLS_SQL, params)
-        if not t.num_rows:
-            continue
-        services = np.asarray(t.column("service").to_pylist(), dtype=object)
-        curs = t.column("cur").to_numpy(zero_copy_only=False).astype(bool)
-        cols = {m: t.column(m).to_numpy(zero_copy_only=False) for m in metrics}
-        for service in set(services.tolist()):
-            sel = services == service
-            for cur in (False, True):
-                mask = sel & (curs == cur)
-                for m in metrics:
-                    v = cols[m][mask]
-                    if m == "err":
-                        samples[service]["error_rate"][cur] = v.astype(bool).astype(int)
-                    else:
-                        samples[service][m][cur] = v.astype(float)
-    mixes: dict[str, dict[str, dict[bool, dict[str, int]]]] = defaultdict(
-        lambda: defaultdict(lambda: {False: {}, True: {}})
-    )
-    for r in store.query(MIX_SQL, params):
-        metric = "tool_mix" if r["kind"] == "tool" else "model_mix"
-        mixes[r["service"]][metric][bool(r["cur"])][r["cat"] or "(none)"] = int(r["n"])
+    base = baselines.get(
+        store, ("drift", scope.service, max_samples), params,
+        lambda: read_side(store, params, params["base_ms"], bend_ms),
+    )  # fmt: skip
+    cur = read_side(store, params, scope.start_ms, scope.end_ms)
+    services = set(base.samples) | set(cur.samples) | set(base.mixes) | set(cur.mixes)
+    empty: dict[str, Any] = {}
+    samples = {svc: {m: {False: base.samples.get(svc, empty).get(m, []), True: cur.samples.get(svc, empty).get(m, [])}
+                     for m in (*TASK_METRICS, *CALL_METRICS, "error_rate")}
+               for svc in services}  # fmt: skip
+    mixes = {svc: {m: {False: base.mixes.get(svc, empty).get(m, {}), True: cur.mixes.get(svc, empty).get(m, {})}
+                   for m in ("tool_mix", "model_mix")}
+             for svc in services}  # fmt: skip
 
     items = []
-    for service in sorted(set(samples) | set(mixes)):
+    for service in sorted(services):
         rows = []
         for m in (*TASK_METRICS, *CALL_METRICS):
             b, c = samples[service][m][False], samples[service][m][True]
@@ -232,21 +256,26 @@ def drift(
             row["p_adjusted"] = float(f"{p_adj:.6g}")
         items.extend(rows)
     return {
-        "baseline": {"from": iso(params["base_ms"] * 1_000_000), "to": iso(scope.start_ms * 1_000_000)},
+        "baseline": {"from": iso(params["base_ms"] * 1_000_000), "to": iso(bend_ms * 1_000_000)},
         "thresholds": {"psi": psi_threshold, "alpha": alpha, "correction": "bonferroni", "min_samples": min_samples},
-        "sampled": {"baseline_ppm": params["keep_base"], "current_ppm": params["keep_cur"]},
+        "sampled": {"baseline_ppm": base.keep, "current_ppm": cur.keep, "baseline_calls_ppm": base.keep_calls,
+                    "current_calls_ppm": cur.keep_calls},
         "items": items,
-        "model_changes": model_changes(store, params),
+        "model_changes": model_changes(base.models, cur.models),
     }
 
 
-def model_changes(store: Store, params: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = store.query(MODELS_SQL, params)
-    by_service: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_service[r["service"]].append(r)
+def model_changes(before_rows: list[dict[str, Any]], window_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Response models of the window that a service did not use in the baseline (its models by LLM spans)."""
+    by_service: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
+    for r in before_rows:
+        by_service[r["service"]][(r["request_model"], r["model"])] = {**r, "nb": r["n"], "nc": 0, "first_ns": None}
+    for r in window_rows:
+        m = by_service[r["service"]].setdefault((r["request_model"], r["model"]), {**r, "nb": 0})
+        m.update(nc=r["n"], first_ns=r["first_ns"])
     events = []
-    for service, models in sorted(by_service.items()):
+    for service, by_model in sorted(by_service.items()):
+        models = list(by_model.values())
         before = [m for m in models if m["nb"]]
         if not before:
             continue  # a new service: nothing to change from

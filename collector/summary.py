@@ -66,7 +66,8 @@ def compute_ctes(dirty_sql: str, root_where: str = "1") -> str:
     root has arrived and passes ``root_where`` (over ``r``, the root tuple of collector/rollups.py). Their rollup
     rows are read over the traces' whole extent (the trace lookup's first and last span start)."""
     members = (
-        "ProjectId = {project:String} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))"
+        "(SELECT lo FROM s_bounds) IS NOT NULL AND ProjectId = {project:String}"
+        " AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))"
         " AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_roots)"
     )
     return f"""{_dirty_ctes(dirty_sql)},
@@ -76,8 +77,9 @@ s_roots AS MATERIALIZED (
            r.session_id AS session_id, r.user_id AS user_id
     FROM (
         SELECT TraceId, max(Root) AS r FROM {TASK_ROLLUP_TABLE}
-        WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
-          AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_dirty)
+        WHERE (SELECT lo FROM s_bounds) IS NOT NULL AND ProjectId = {{project:String}}
+          AND Hour >= toStartOfHour((SELECT lo FROM s_bounds)) AND Hour <= (SELECT hi FROM s_bounds)
+          AND TraceId IN (SELECT TraceId FROM s_dirty)
         GROUP BY TraceId
     ) WHERE r.has = 1 AND ({root_where})
 ),

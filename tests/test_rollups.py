@@ -227,17 +227,20 @@ def test_overview_unit_economics_and_anomaly_inputs_equal_the_reference(env):
 
 def test_drift_task_samples_equal_the_reference(env):
     store, _, rest, held = env
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([held])))  # again if an earlier test did: no change
     base_ms = SCOPE.start_ms - 24 * 3_600_000
-    ref = reference([*rest, held], base_ms, SCOPE.end_ms)
-    params = {**SCOPE.params(), "base_ms": base_ms, "max_samples": 200_000,  # fewer tasks: all kept
+    params = {"project": SCOPE.project, "service": "", "max_samples": 200_000,  # fewer tasks: all kept
               "wm_ms": summary.watermark(store)}  # fmt: skip
-    rows = store.query(analytics_drift.TASKS_SAMPLED_SQL, params)
-    assert {(r["keep_cur"], r["keep_base"]) for r in rows} == {(1_000_000, 1_000_000)}
-    assert len(rows) == len(ref)
-    got = sorted((r["service"], r["tokens_per_task"], r["steps_per_task"], round(r["cost_per_task"], 9)) for r in rows)
-    want = sorted((w["service"], w["input_tokens"] + w["output_tokens"], w["steps"], round(w["cost_usd"], 9))
-                  for w in ref.values())  # fmt: skip
-    assert got == want
+    for lo, hi in ((base_ms, SCOPE.start_ms), (SCOPE.start_ms, SCOPE.end_ms)):
+        ref = reference([*rest, held], lo, hi)
+        rows = store.query(analytics_drift.TASKS_SAMPLED_SQL, {**params, "lo_ms": lo, "hi_ms": hi})
+        assert {r["keep"] for r in rows} == {1_000_000}
+        assert len(rows) == len(ref)
+        got = sorted((r["service"], r["tokens_per_task"], r["steps_per_task"], round(r["cost_per_task"], 9))
+                     for r in rows)  # fmt: skip
+        want = sorted((w["service"], w["input_tokens"] + w["output_tokens"], w["steps"], round(w["cost_usd"], 9))
+                      for w in ref.values())  # fmt: skip
+        assert got == want
 
 
 def test_reinserting_everything_and_merging_changes_nothing(env):
@@ -319,6 +322,39 @@ def _check_baseline_cache(store, cfg, scope, sent) -> None:
     assert all(n3[k] > n for k, n in n1.items() if k[0] != "spike")
 
 
+def test_the_drift_baseline_is_read_once_and_again_when_its_hours_change(env):
+    store = env[0]
+    cfg = F.FleetConfig(seed=6, project="dcache", baseline_hours=24, current_hours=6, baseline_tasks=60,
+                        current_tasks=45)  # fmt: skip
+    F.generate(cfg).insert(store)
+    scope = queries.Scope(cfg.project, cfg.current_start_ms, cfg.current_end_ms)
+    base_ms = cfg.current_start_ms - 24 * 3_600_000
+    sides: list[int] = []  # the lo_ms of each side read
+    query_arrow = store.query_arrow
+
+    def spy(sql, params=None):
+        if sql == analytics_drift.TASKS_SAMPLED_SQL:
+            sides.append(params["lo_ms"])
+        return query_arrow(sql, params)
+
+    store.query_arrow = spy
+    try:
+        first = analytics_drift.drift(store, scope, baseline_hours=24)
+        assert sides == [base_ms, scope.start_ms]
+        assert analytics_drift.drift(store, scope, baseline_hours=24) == first
+        assert sides == [base_ms, scope.start_ms, scope.start_ms]  # the window only
+        assert first["baseline"] == {"from": queries.iso(base_ms * 10**6), "to": queries.iso(scope.start_ms * 10**6)}
+        n_before = {i["metric"]: i["baseline_n"] for i in first["items"] if i["service"] == "svc-support"}
+        # more tasks in the baseline's hours: read again, with them
+        F.generate(dataclasses.replace(cfg, seed=7, current_tasks=0)).insert(store)
+        again = analytics_drift.drift(store, scope, baseline_hours=24)
+        assert sides[3:] == [base_ms, scope.start_ms]
+        n_after = {i["metric"]: i["baseline_n"] for i in again["items"] if i["service"] == "svc-support"}
+        assert n_after["tokens_per_task"] > n_before["tokens_per_task"]
+    finally:
+        del store.query_arrow
+
+
 def test_spend_spikes_equal_hourly_spend_computed_over_the_spans(env):
     """Every window hour at or above its service's median (z 0, ratio 1): the same hours, costs and scores as the
     hourly spend of the deduplicated calls read from the spans, against the 24 whole hours before the window."""
@@ -359,6 +395,23 @@ def _answers(store) -> tuple:
             analytics_drift.drift(store, SCOPE, baseline_hours=24))  # fmt: skip
 
 
+def _same(a, b, path: str = "") -> None:
+    """Equal, floats to 1e-5 (a task's cost is a sum of its calls' costs in another order: the last bits differ,
+    and a 6-digit rounding of a median can flip)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-5, abs=2e-6), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
 def _summary_rows(store, project: str, tid: str) -> list[dict]:
     return store.query(
         f"SELECT toUnixTimestamp(Hour) AS hour, CostUsd, LlmCalls, Version FROM {summary.TASK_SUMMARY_TABLE} FINAL"
@@ -376,7 +429,7 @@ def test_summaries_give_the_same_answers_and_are_what_reads_serve(env):
     written = summary.Summarizer(store, lag=0.0, chunk=3600).catch_up()
     tasks_in_store = len({r["TraceId"] for r in rows if not r["ParentSpanId"] and r["ProjectId"] == CFG.project})
     assert written >= tasks_in_store and summary.watermark(store) > 0
-    assert _answers(store) == before
+    _same(_answers(store), before)
     _check_tasks(store, rows)
     # the reads serve the summary row: a doctored row (newer version) shows in the task list ...
     tid = next(iter(_api_tasks(store)))
