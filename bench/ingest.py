@@ -375,6 +375,8 @@ def main() -> int:
     ap.add_argument("--profile-gil", action="store_true", help="py-spy: only samples of the thread holding the GIL")
     ap.add_argument("--no-probes", action="store_true", help="no freshness probes (no read queries during the load)")
     ap.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    ap.add_argument("--collector-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting for the collector, e.g. AGENTWATCH_SUMMARY_INTERVAL=3600 (repeatable)")
     args = ap.parse_args()
 
     bodies, spans = build_bodies(args.bodies, seed=7)
@@ -391,7 +393,8 @@ def main() -> int:
     procs: list[mp.Process] = []
     stop = threading.Event()
     try:
-        c = Collector(tmp, args.profile_out, {}, ["--gil"] if args.profile_gil else [])
+        extra = dict(kv.split("=", 1) for kv in args.collector_env)
+        c = Collector(tmp, args.profile_out, extra, ["--gil"] if args.profile_gil else [])
         peak = [0]
         delays: list[float] = []
         misses: list[str] = []

@@ -28,7 +28,7 @@ from agentwatch.collector.metrics import IngestStats, Metrics
 from agentwatch.collector.otlp import Limits, response_body, status_body
 from agentwatch.collector.settings import CollectorSettings
 from agentwatch.collector.spool import Spool
-from agentwatch.collector.store import Store, StoreError
+from agentwatch.collector.store import ChdbStore, Store, StoreError
 from agentwatch.collector.summary import Summarizer
 from agentwatch.collector.writer import Writer
 
@@ -74,7 +74,10 @@ def build(settings: CollectorSettings, store: Store, *, pricer: Any) -> Collecto
         max_inflight_bytes=settings.max_inflight_bytes,
     )
     keys = Keys(store)
-    summarizer = Summarizer(store, interval=settings.summary_interval, lag=settings.summary_lag, metrics=metrics)
+    summarizer = Summarizer(
+        store, interval=settings.summary_interval, lag=settings.summary_lag, metrics=metrics,
+        inflight=writer.inflight_since if isinstance(store, ChdbStore) else None,
+    )  # fmt: skip
     return Collector(settings, store, keys, spool, writer, summarizer, ingestor, metrics, stats, time.time())
 
 

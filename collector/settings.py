@@ -27,8 +27,10 @@ class CollectorSettings(BaseSettings):
     flush_interval: float = Field(0.25, gt=0, le=60, description="seconds between writer drains")
     max_attribute_bytes: int = Field(1 << 20, ge=256, description="longer attribute values are cut")
     retry_after_seconds: int = Field(5, ge=1, le=300, description="Retry-After on 503")
-    summary_interval: float = Field(5.0, gt=0, le=3600, description="seconds between task summary passes")
-    summary_lag: float = Field(10.0, ge=0, le=3600, description="spans younger than this wait for the next pass")
+    summary_interval: float = Field(2.0, gt=0, le=3600, description="seconds between task summary passes")
+    summary_lag: float = Field(
+        4.0, ge=0, le=3600, description="ClickHouse server: spans younger than this wait for the next pass"
+    )
     log_json: bool = Field(False, description="JSON log lines")
 
     @field_validator("clickhouse_url")

@@ -2,9 +2,12 @@
 read one row a task instead of merging the rollups' per-span states for every task of a window.
 
 The summarizer (a thread of the collector) keeps the table: every ``interval`` seconds it takes the traces with
-spans ingested since its watermark (``IngestedAt``, DB clock) and up to ``lag`` seconds ago, computes their tasks
-from the rollups (``compute_ctes``: the same SQL the reads use for the rest) and writes them with the new watermark
-as their version. The lag covers an insert whose rows were stamped before it became visible.
+spans ingested since its watermark (``IngestedAt``, the store's clock) and up to a limit below which every insert
+is visible, computes their tasks from the rollups (``compute_ctes``: the same SQL the reads use for the rest) and
+writes them with the new watermark as their version. The limit: with the embedded store the collector's writer is
+the only writer, so it is the start of the insert in progress (if any); with a ClickHouse server, where other
+collectors or a stock OpenTelemetry Collector may insert too, ``lag`` seconds ago (an insert whose rows were
+stamped before it became visible).
 
 Reads (``window_ctes``) take the summary rows of the window's tasks with no span ingested after the watermark, and
 compute the others from the rollups: the tasks still running or just touched, and every task of a store the
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -42,35 +46,50 @@ COLUMNS = [
 _COLS = ", ".join(COLUMNS)
 
 
-def dirty(after: str, upto: str | None = None) -> str:
-    """The project's traces with a span ingested after ``{after}`` (ms since the epoch), up to ``{upto}``."""
+def _ingested(after: str, upto: str | None) -> str:
     hi = f" AND IngestedAt <= fromUnixTimestamp64Milli({{{upto}:Int64}})" if upto else ""
     return (
-        f"SELECT DISTINCT TraceId FROM {SPANS_TABLE} WHERE ProjectId = {{project:String}}"
+        f"FROM {SPANS_TABLE} WHERE ProjectId = {{project:String}}"
         f" AND IngestedAt > fromUnixTimestamp64Milli({{{after}:Int64}}){hi}"
     )
 
 
-def _dirty_ctes(dirty_sql: str) -> str:
-    """``s_dirty`` (the traces) and ``s_bounds`` (lo, hi: their first and last span start, NULL if none)."""
+def dirty(after: str, upto: str | None = None) -> str:
+    """The project's traces with a span ingested after ``{after}`` (ms since the epoch), up to ``{upto}``, as ``h``,
+    the 64-bit hash of the trace id: a set of 8-byte keys builds and probes faster than one of 32-byte strings, and
+    a collision only makes a clean task be computed from the rollups (the same answer)."""
+    return f"SELECT DISTINCT cityHash64(TraceId) AS h {_ingested(after, upto)}"
+
+
+def dirty_ids(after: str, upto: str | None = None) -> str:
+    """The same traces, by id."""
+    return f"SELECT DISTINCT TraceId {_ingested(after, upto)}"
+
+
+_DIRTY = "cityHash64(TraceId) IN (SELECT h FROM s_dirty)"
+
+
+def _cand_ctes(cand_sql: str) -> str:
+    """``s_cand`` (the traces to compute) and ``s_bounds`` (lo, hi: their first and last span start, NULL if none)."""
     return f"""
-s_dirty AS MATERIALIZED ({dirty_sql}),
+s_cand AS MATERIALIZED ({cand_sql}),
 s_bounds AS MATERIALIZED (
     SELECT minOrNull(Start) AS lo, maxOrNull(End) AS hi FROM {TRACE_LOOKUP_TABLE}
-    WHERE TraceId IN (SELECT TraceId FROM s_dirty)
+    WHERE TraceId IN (SELECT TraceId FROM s_cand)
 )"""
 
 
-def compute_ctes(dirty_sql: str, root_where: str = "1") -> str:
-    """CTEs ending in ``s_tasks``: the summary rows (``COLUMNS``) of the tasks among ``dirty_sql``'s traces whose
-    root has arrived and passes ``root_where`` (over ``r``, the root tuple of collector/rollups.py). Their rollup
-    rows are read over the traces' whole extent (the trace lookup's first and last span start)."""
+def compute_ctes(cand_sql: str, root_where: str = "1") -> str:
+    """CTEs ending in ``s_tasks``: the summary rows (``COLUMNS``) of the tasks among ``cand_sql``'s traces whose
+    root has arrived and passes ``root_where`` (over ``r``, the root tuple of
+    collector/rollups.py). Their rollup rows are read over the traces' whole extent (the trace lookup's first and
+    last span start)."""
     members = (
         "(SELECT lo FROM s_bounds) IS NOT NULL AND ProjectId = {project:String}"
         " AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))"
         " AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_roots)"
     )
-    return f"""{_dirty_ctes(dirty_sql)},
+    return f"""{_cand_ctes(cand_sql)},
 s_roots AS MATERIALIZED (
     SELECT TraceId, r.ts AS ts, r.dur AS dur, r.service AS service, r.name AS name, r.span_name AS span_name,
            r.outcome AS outcome, r.error_type AS error_type, r.conversation_id AS conversation_id,
@@ -79,7 +98,7 @@ s_roots AS MATERIALIZED (
         SELECT TraceId, max(Root) AS r FROM {TASK_ROLLUP_TABLE}
         WHERE (SELECT lo FROM s_bounds) IS NOT NULL AND ProjectId = {{project:String}}
           AND Hour >= toStartOfHour((SELECT lo FROM s_bounds)) AND Hour <= (SELECT hi FROM s_bounds)
-          AND TraceId IN (SELECT TraceId FROM s_dirty)
+          AND TraceId IN (SELECT TraceId FROM s_cand)
         GROUP BY TraceId
     ) WHERE r.has = 1 AND ({root_where})
 ),
@@ -114,11 +133,21 @@ def window_ctes(lo: str = "from_ms", hi: str = "to_ms", *, service: bool = True)
     in_window = f"Start >= {R.ms(lo)} AND Start < {R.ms(hi)}"
     svc = " AND ({service:String} = '' OR ServiceName = {service:String})" if service else ""
     root_svc = " AND ({service:String} = '' OR r.service = {service:String})" if service else ""
-    return f"""{compute_ctes(dirty("wm_ms"), f"r.ts >= {R.ms(lo)} AND r.ts < {R.ms(hi)}{root_svc}")},
+    # the candidates: the window's roots (of the service) among the dirty traces, found by the root rows in the
+    # window's hours as the raw reads do (a narrow column), not by reading every dirty trace's rows
+    cand = (
+        f"SELECT TraceId FROM (SELECT DISTINCT TraceId FROM {TASK_ROLLUP_TABLE}"
+        f" WHERE (SELECT count() FROM s_dirty) > 0 AND ProjectId = {{project:String}}"
+        f" AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)} AND Root.has = 1"
+        f" AND Root.ts >= {R.ms(lo)} AND Root.ts < {R.ms(hi)}{root_svc.replace('r.service', 'Root.service')})"
+        f" WHERE {_DIRTY}"
+    )
+    return f"""
+s_dirty AS MATERIALIZED ({dirty("wm_ms")}),{compute_ctes(cand, f"r.ts >= {R.ms(lo)} AND r.ts < {R.ms(hi)}{root_svc}")},
 s_window AS (
     SELECT {_COLS} FROM {TASK_SUMMARY_TABLE} FINAL
     WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)}
-      AND {in_window}{svc} AND TraceId NOT IN (SELECT TraceId FROM s_dirty)
+      AND {in_window}{svc} AND NOT {_DIRTY}
     UNION ALL
     SELECT {_COLS} FROM s_tasks
 )"""
@@ -139,29 +168,31 @@ SELECT toUnixTimestamp64Milli(now64(3)) AS now_ms,
        toUnixTimestamp64Milli(minOrNull(IngestedAt)) AS first_ms
 FROM {SPANS_TABLE} WHERE IngestedAt > fromUnixTimestamp64Milli({{after:Int64}})
 """
-_COMPUTE_SQL = f"WITH {compute_ctes(dirty('after', 'upto'))}\nSELECT {_COLS} FROM s_tasks"
+_COMPUTE_SQL = f"WITH {compute_ctes(dirty_ids('after', 'upto'))}\nSELECT {_COLS} FROM s_tasks"
 # rows of the pass's traces under a key the pass did not rewrite: their root moved to another hour
 _STALE_SQL = f"""
-WITH {_dirty_ctes(dirty("after", "upto"))}
+WITH {_cand_ctes(dirty_ids("after", "upto"))}
 SELECT ProjectId, Hour, TraceId FROM {TASK_SUMMARY_TABLE} FINAL
 WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
-  AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_dirty) AND Version < {{version:UInt64}}
+  AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_cand)
+  AND Version < {{version:UInt64}}
 """
 
 
 class Summarizer:
     """Keeps ``task_summary`` up to date, one pass every ``interval`` seconds, in a daemon thread.
 
-    A pass covers the spans ingested in (watermark, min(now - lag, watermark + chunk)]: a store loaded before the
-    summarizer existed is caught up chunk by chunk (``catch_up``), with a progress line. A failed pass is logged
-    and retried on the next tick; the watermark only moves once a pass is written.
+    A pass covers the spans ingested in (watermark, min(limit, watermark + chunk)] (``_limit``): a store loaded
+    before the summarizer existed is caught up chunk by chunk (``catch_up``), with a progress line. A failed pass
+    is logged and retried on the next tick; the watermark only moves once a pass is written.
     """
 
     def __init__(
-        self, store: Store, *, interval: float = 5.0, lag: float = 10.0, chunk: float = 120.0,
-        metrics: Metrics | None = None,
+        self, store: Store, *, interval: float = 2.0, lag: float = 4.0, chunk: float = 120.0,
+        metrics: Metrics | None = None, inflight: Callable[[], float | None] | None = None,
     ) -> None:  # fmt: skip
         self.store, self.interval, self.lag, self.chunk, self.metrics = store, interval, lag, chunk, metrics
+        self.inflight = inflight
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
@@ -194,7 +225,7 @@ class Summarizer:
         """One pass; True if it stopped at the chunk size (more is waiting), False when caught up."""
         after = watermark(self.store)
         nxt = self.store.query(_NEXT_SQL, {"after": after})[0]
-        limit = int(nxt["now_ms"]) - int(self.lag * 1000)
+        limit = self._limit(int(nxt["now_ms"]))
         if nxt["first_ms"] is None or int(nxt["first_ms"]) > limit:
             if self.metrics:  # nothing ingested up to the limit is left: summarized up to there
                 self.metrics.summary_watermark.set(max(after, limit) / 1000)
@@ -218,6 +249,15 @@ class Summarizer:
         if self.metrics:
             self.metrics.summary_watermark.set(upto / 1000)
         return upto < limit
+
+    def _limit(self, now_ms: int) -> int:
+        """The newest ``IngestedAt`` a pass may cover: every span stamped up to it is visible. With the only writer
+        in this process (``inflight``: the embedded store), that is up to the start of the insert in progress,
+        and the store's clock read first, its current millisecond excluded; else ``lag`` seconds ago."""
+        if self.inflight is None:
+            return now_ms - int(self.lag * 1000)
+        since = self.inflight()
+        return now_ms - 1 if since is None else min(now_ms, int(since * 1000)) - 1
 
     def _insert(self, table: pa.Table, version: int, *, deleted: bool = False) -> None:
         n = table.num_rows

@@ -134,6 +134,7 @@ class Writer:
         self._backoff = 0.0
         self.last_error: str | None = None
         self._last_stats_flush = 0.0
+        self._inflight_since: float | None = None
 
     def start(self) -> None:
         self._tune_inserts()
@@ -160,6 +161,11 @@ class Writer:
         if self._thread:
             self._thread.join(timeout=drain_timeout + 5)
         self.spool.close()
+
+    def inflight_since(self) -> float | None:
+        """When the spans insert in progress started (epoch seconds), None between inserts: its rows are stamped
+        ``IngestedAt`` after this and are visible once it returns (the task summarizer's safe limit)."""
+        return self._inflight_since
 
     def flush(self) -> None:
         """Ask for a drain now (tests and shutdown)."""
@@ -216,7 +222,11 @@ class Writer:
             hooked = table if self.on_stored else None
             del records, table  # the stream is a copy: free the segment's bytes before the insert takes memory
             t0 = time.perf_counter()
-            self.store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, stream, dedup_token=seg.name)
+            self._inflight_since = time.time()
+            try:
+                self.store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, stream, dedup_token=seg.name)
+            finally:
+                self._inflight_since = None
             self.metrics.insert_seconds.observe(time.perf_counter() - t0)
             del stream
         self.spool.done(seg)

@@ -30,7 +30,7 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorPro
     """One collector shared by the session; tests keep apart by their own trace ids and service names. Its task
     summarizer runs often, so the reads of every test mix summary rows with tasks computed from the rollups."""
     d = tmp_path_factory.mktemp("collector") / "data"
-    env = collector_env(AGENTWATCH_SUMMARY_INTERVAL="0.5", AGENTWATCH_SUMMARY_LAG="2")
+    env = collector_env(AGENTWATCH_SUMMARY_INTERVAL="0.5")
     c = CollectorProc(d, free_port(), env).start()
     yield c
     c.stop()

@@ -316,7 +316,7 @@ def test_the_summarizer_writes_tasks_in_the_background_and_reads_stay_the_same(c
     stored_at = time.time()
     live = collector.api("/api/v1/tasks", service=service)
     assert [t["trace_id"] for t in live["items"]] == [tid]
-    # the summarizer's watermark passes the trace's ingest time (lag 2 s): its row is what the reads serve now
+    # the summarizer's watermark passes the trace's ingest time: its row is what the reads serve now
     collector.wait_for(lambda: _metric(collector, "agentwatch_summary_watermark_seconds") > stored_at,
                        what="the summarizer's watermark")  # fmt: skip
     assert _metric(collector, "agentwatch_tasks_summarized_total") >= 1
