@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agentwatch.collector import rollups as R
 from agentwatch.collector.analytics_common import rnd
 from agentwatch.collector.migrations import SPANS_TABLE
 from agentwatch.collector.queries import DEFAULT_LOOP_REPEATS, WHERE, QueryError, Scope, iso
@@ -55,12 +56,16 @@ ORDER BY TraceId
 LIMIT 100000
 """
 
+# the flagged tasks' LLM calls in the window, from the per-call rollup (one row a call, collector/rollups.py): a
+# narrow table, not the spans (measured at 9.9M spans, 13k flagged tasks: 460 ms on the spans)
 CALLS_SQL = f"""
-SELECT TraceId, CallKey, min(toUnixTimestamp64Nano(Timestamp)) AS ts, max(InputTokens) AS i, max(OutputTokens) AS o,
-       max(CostUsd) AS c
-FROM {SPANS_TABLE} FINAL
-WHERE {WHERE} AND Kind = 'llm' AND TraceId IN (SELECT arrayJoin(splitByChar(',', {{ids:String}})))
-GROUP BY TraceId, CallKey
+SELECT TraceId, CallKey, toUnixTimestamp64Nano(ts) AS ts_ns, i, o, c
+FROM ({R.calls(
+    "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
+    f" AND Hour >= toStartOfHour({R.ms('from_ms')}) AND Hour < {R.ms('to_ms')}"
+    " AND TraceId IN (SELECT arrayJoin(splitByChar(',', {ids:String})))"
+)})
+WHERE ts >= {R.ms("from_ms")} AND ts < {R.ms("to_ms")}
 """
 
 
@@ -152,7 +157,7 @@ def loops(
     if found:
         ids = [r["TraceId"] for r, _, _ in found]
         for c in store.query(CALLS_SQL, {**scope.params(), "ids": ",".join(ids)}):
-            calls.setdefault(c["TraceId"], []).append((c["ts"], c["i"], c["o"], c["c"]))
+            calls.setdefault(c["TraceId"], []).append((c["ts_ns"], c["i"], c["o"], c["c"]))
     items = [_item(r, tl, runs, calls.get(r["TraceId"], [])) for r, tl, runs in found]
     items.sort(key=lambda x: (-(x["wasted_cost_usd"] or 0.0), -x["repeats"], x["trace_id"]))
     return {"repeats": repeats, "total": len(items), "items": items[offset : offset + limit]}
