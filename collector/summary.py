@@ -179,11 +179,15 @@ WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s
 """
 
 
+TARGET_TASKS = 100_000  # tasks a catching-up pass aims at: bounded memory and time, few passes
+
+
 class Summarizer:
     """Keeps ``task_summary`` up to date, one pass every ``interval`` seconds, in a daemon thread.
 
     A pass covers the spans ingested in (watermark, min(limit, watermark + chunk)] (``_limit``): a store loaded
-    before the summarizer existed is caught up chunk by chunk (``catch_up``), with a progress line. A failed pass
+    before the summarizer existed is caught up chunk by chunk (``catch_up``, with a progress line), each chunk of
+    ingest time sized from the last one's task count. A failed pass
     is logged and retried on the next tick; the watermark only moves once a pass is written.
     """
 
@@ -233,9 +237,11 @@ class Summarizer:
         start = max(after, int(nxt["first_ms"]) - 1)
         upto = min(limit, start + int(self.chunk * 1000))
         params: dict[str, Any] = {"after": after, "upto": upto, "version": upto}
+        tasks = 0
         for row in self.store.query(_PROJECTS_SQL, params):
             p = {**params, "project": row["ProjectId"]}
             table = self.store.query_arrow(_COMPUTE_SQL, p)
+            tasks += table.num_rows
             if table.num_rows:
                 self._insert(table, upto)
             stale = self.store.query_arrow(_STALE_SQL, p)
@@ -248,7 +254,10 @@ class Summarizer:
         self.passes += 1
         if self.metrics:
             self.metrics.summary_watermark.set(upto / 1000)
-        return upto < limit
+        if upto < limit:  # catching up: size the next chunk for about TARGET_TASKS tasks (a backlog may be months)
+            self.chunk = min(max(self.chunk * min(max(TARGET_TASKS / max(tasks, 1), 0.25), 4.0), 1.0), 86400.0)
+            return True
+        return False
 
     def _limit(self, now_ms: int) -> int:
         """The newest ``IngestedAt`` a pass may cover: every span stamped up to it is visible. With the only writer

@@ -139,7 +139,7 @@ def _wait(pred, timeout=20):
 def test_store_outage_spools_then_drains(tmp_path):
     service = unique("svc-outage")
     bodies, tids = _runs(20, service)
-    with Server(tmp_path) as s:
+    with Server(tmp_path, summary_interval=0.2) as s:
         s.store.down = True
         for b in bodies:
             assert s.post(b).status_code == 200  # accepted into the spool while the store is down
@@ -148,11 +148,15 @@ def test_store_outage_spools_then_drains(tmp_path):
         assert ready["store"] == "down" and ready["queue_depth"] == 60 and ready["spool_bytes"] > 0
         assert s.get("/api/v1/overview").status_code == 503  # a clear "unavailable", not a 500
         assert "agentwatch_writer_errors_total" in s.get("/metrics").text
+        assert _wait(lambda: s.get("/readyz").json()["summarizer_error"])  # its passes fail too, and say so
         s.store.down = False
         assert _wait(lambda: s.get("/readyz").status_code == 200 and s.c.spool.pending_rows == 0)
         ov = s.get("/api/v1/overview", service=service).json()
         assert (ov["tasks"], ov["spans"]) == (20, 60)
         assert not list((tmp_path / "spool").glob("*.seg"))
+        # the summarizer resumes: the tasks get their summary rows, and its error clears
+        assert _wait(lambda: s.c.summarizer.rows_written >= 20 and s.get("/readyz").json()["summarizer_error"] is None)
+        assert s.get("/api/v1/tasks", service=service).json()["total"] == 20
 
 
 def test_full_spool_answers_503_with_retry_after_and_loses_nothing(tmp_path):
