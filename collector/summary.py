@@ -187,12 +187,12 @@ class Summarizer:
 
     A pass covers the spans ingested in (watermark, min(limit, watermark + chunk)] (``_limit``): a store loaded
     before the summarizer existed is caught up chunk by chunk (``catch_up``, with a progress line), each chunk of
-    ingest time sized from the last one's task count. A failed pass
-    is logged and retried on the next tick; the watermark only moves once a pass is written.
+    ingest time sized from the last one's task count (a log line every 10 s while it catches up). A failed pass is
+    logged and retried on the next tick; the watermark only moves once a pass is written.
     """
 
     def __init__(
-        self, store: Store, *, interval: float = 2.0, lag: float = 4.0, chunk: float = 120.0,
+        self, store: Store, *, interval: float = 2.0, lag: float = 4.0, chunk: float = 10.0,
         metrics: Metrics | None = None, inflight: Callable[[], float | None] | None = None,
     ) -> None:  # fmt: skip
         self.store, self.interval, self.lag, self.chunk, self.metrics = store, interval, lag, chunk, metrics
@@ -215,8 +215,12 @@ class Summarizer:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                while self.run_once() and not self._stop.is_set():
-                    pass  # catching up: chunks back to back
+                t0, before, said = time.monotonic(), self.rows_written, time.monotonic()
+                while self.run_once() and not self._stop.is_set():  # catching up: chunks back to back
+                    if time.monotonic() - said >= 10:
+                        said = time.monotonic()
+                        log.info("agentwatch summarizer: catching up, %d tasks in %.0fs so far",
+                                 self.rows_written - before, said - t0)  # fmt: skip
                 self.last_error = None
             except Exception as e:  # noqa: BLE001 - a pass fails (store down): the reads compute it, retry later
                 if self.last_error != str(e):
