@@ -22,6 +22,7 @@ service did not use in the baseline — as events with the time of first use.
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,9 @@ GROUP BY service, kind, cat, request_model
 """
 
 
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agentwatch-drift")
+
+
 @dataclass
 class Side:
     """What one side (baseline or window) contributes, per service: metric samples, category counts, models."""
@@ -121,13 +125,17 @@ class Side:
 def read_side(store: Store, params: dict[str, Any], lo_ms: int, hi_ms: int) -> Side:
     """The samples of [lo_ms, hi_ms): columnar (Arrow -> numpy), not one Python dict per task or call."""
     p = {**params, "lo_ms": lo_ms, "hi_ms": hi_ms}
+    # three independent reads: side by side (the embedded store has a pool of read connections, a server a client
+    # per thread); measured at 9.9M spans: the window side 685 -> 555 ms
+    calls_f = _POOL.submit(store.query_arrow, CALLS_SQL, p)
+    mix_f = _POOL.submit(store.query, MIX_SQL, p)
     tasks = store.query_arrow(TASKS_SAMPLED_SQL, p)
     if tasks.num_rows:
         keep = int(tasks.column("keep")[0].as_py())
     else:
         keep = _keep(max((int(r["n"]) for r in store.query(COUNTS_SQL, p)), default=0), params["max_samples"])
     side = Side(keep)
-    calls = store.query_arrow(CALLS_SQL, p)
+    calls = calls_f.result()
     if calls.num_rows:
         side.keep_calls = int(calls.column("keep")[0].as_py())
     for t, metrics in ((tasks, (*TASK_METRICS, "err")), (calls, CALL_METRICS)):
@@ -142,7 +150,7 @@ def read_side(store: Store, params: dict[str, Any], lo_ms: int, hi_ms: int) -> S
                     side.samples[service]["error_rate"] = cols[m][sel].astype(bool).astype(int)
                 else:
                     side.samples[service][m] = cols[m][sel].astype(float)
-    for r in store.query(MIX_SQL, p):
+    for r in mix_f.result():
         mix = side.mixes[r["service"]]["tool_mix" if r["kind"] == "tool" else "model_mix"]
         cat = r["cat"] or "(none)"
         mix[cat] = mix.get(cat, 0) + int(r["n"])

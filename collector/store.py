@@ -9,6 +9,7 @@ outside this module knows which one it talks to.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -103,33 +104,41 @@ def _insert_sql(table: str, columns: list[str], dedup_token: str | None) -> str:
     return f"INSERT INTO {table} ({cols}){settings}"
 
 
+READERS = 3  # read connections of the embedded store
+
+
 class ChdbStore(Store):
     """chDB, in process. chDB locks its data directory: this process owns it.
 
-    Reads and writes use two connections so that a streaming insert never blocks the read API;
-    each connection is used by one thread at a time.
+    Writes use one connection and reads a small pool (``readers``), so that a streaming insert never blocks the
+    read API and concurrent reads (the dashboard's panels, the alert engine, a detector's independent queries)
+    run side by side; each connection is used by one thread at a time.
     """
 
-    def __init__(self, data_dir: Path, *, database: str = DEFAULT_DATABASE) -> None:
+    def __init__(self, data_dir: Path, *, database: str = DEFAULT_DATABASE, readers: int = READERS) -> None:
         import chdb
 
         self.database = database
         self.path = Path(data_dir) / "clickhouse"
         self.path.mkdir(parents=True, exist_ok=True)
         try:
-            self._read = chdb.connect(str(self.path))
             self._write = chdb.connect(str(self.path))
+            readers_ = [chdb.connect(str(self.path)) for _ in range(max(1, readers))]
         except Exception as e:  # chDB refuses a directory another process holds
             raise StoreError(
                 f"cannot open the embedded store at {self.path}: another agentwatch process holds it (chDB locks "
                 "its directory). Stop that process, use its HTTP API, or pass another --data-dir."
             ) from e
-        self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        for conn in (self._read, self._write):
+        for conn in (self._write, *readers_):
             conn.query(f"CREATE DATABASE IF NOT EXISTS `{database}`")
             conn.query(f"USE `{database}`")
-        self._read.query(f"SET {MATERIALIZED_CTE_SETTING} = 1")
+        for conn in readers_:
+            conn.query(f"SET {MATERIALIZED_CTE_SETTING} = 1")
+        self._readers: queue.SimpleQueue = queue.SimpleQueue()  # idle read connections
+        for conn in readers_:
+            self._readers.put(conn)
+        self._all_readers = readers_
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         with self._write_lock:
@@ -139,11 +148,13 @@ class ChdbStore(Store):
                 raise StoreError(str(e)) from e
 
     def query_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
-        with self._read_lock:
-            try:
-                return self._read.query(sql, "ArrowTable", params=_bindable(params))
-            except Exception as e:
-                raise StoreError(str(e)) from e
+        conn = self._readers.get()
+        try:
+            return conn.query(sql, "ArrowTable", params=_bindable(params))
+        except Exception as e:
+            raise StoreError(str(e)) from e
+        finally:
+            self._readers.put(conn)
 
     def insert_arrow(self, table: str, columns: list[str], ipc_stream: bytes, *, dedup_token: str | None = None) -> int:
         with self._write_lock:
@@ -155,7 +166,7 @@ class ChdbStore(Store):
                 raise StoreError(str(e)) from e
 
     def close(self) -> None:
-        for conn in (self._read, self._write):
+        for conn in (*self._all_readers, self._write):
             try:
                 conn.close()
             except Exception:  # noqa: BLE001
