@@ -19,7 +19,7 @@ from typing import Any
 from agentwatch.collector import rollups as R
 from agentwatch.collector import summary as S
 from agentwatch.collector.migrations import SPANS_TABLE, TRACE_LOOKUP_TABLE
-from agentwatch.collector.store import Store
+from agentwatch.collector.store import Store, parallel
 
 TRACE_ID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 DEFAULT_LOOP_REPEATS = 3
@@ -66,36 +66,36 @@ def _pcts(vals: list[float] | None) -> dict[str, float | None]:
     return {"p50": _round(vals[0]), "p95": _round(vals[1]), "p99": _round(vals[2])}
 
 
-def overview(store: Store, scope: Scope) -> dict[str, Any]:
-    # two passes (spans, then calls), not one scalar subquery per figure: a CTE is inlined, so each re-read FINAL
-    sql = f"""
-WITH s AS (
-    SELECT TraceId, ParentSpanId, Duration, Kind, Outcome, ErrorType, CallKey, InputTokens, OutputTokens,
-           CacheReadTokens, CacheWriteTokens, ReasoningTokens, CostUsd
-    FROM {SPANS_TABLE} FINAL WHERE {WHERE}
-),
-calls AS (
+# The overview's two reads, run side by side (``parallel``): the window's spans (counts, percentiles) and its LLM
+# calls (one call, one count: max per field over the call's spans). Measured at 9.9M spans: 594 ms as one statement
+# (spans 145 ms + calls 400 ms), 551-566 ms side by side (each already uses both cores).
+OVERVIEW_SPANS_SQL = f"""
+SELECT countIf(ParentSpanId = '') AS tasks, countIf(ParentSpanId = '' AND Outcome = 'ok') AS tasks_ok,
+       countIf(ParentSpanId = '' AND Outcome = 'error') AS tasks_error,
+       countIf(ParentSpanId = '' AND Outcome = 'escalated') AS tasks_escalated, count() AS spans,
+       countIf(ErrorType != '') AS errors, countIf(Kind = 'tool') AS tool_calls,
+       quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'task') AS lat_task,
+       quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'llm') AS lat_llm,
+       quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'tool') AS lat_tool
+FROM {SPANS_TABLE} FINAL WHERE {WHERE}
+"""
+OVERVIEW_CALLS_SQL = f"""
+SELECT count() AS llm_calls, sum(i) AS input_tokens, sum(o) AS output_tokens, sum(cr) AS cache_read_tokens,
+       sum(cw) AS cache_write_tokens, sum(r) AS reasoning_tokens, sum(c) AS cost_usd,
+       countIf(c IS NULL AND (i > 0 OR o > 0)) AS unpriced_llm_calls
+FROM (
     SELECT TraceId, CallKey, max(InputTokens) AS i, max(OutputTokens) AS o, max(CacheReadTokens) AS cr,
            max(CacheWriteTokens) AS cw, max(ReasoningTokens) AS r, max(CostUsd) AS c
-    FROM s WHERE Kind = 'llm' GROUP BY TraceId, CallKey
+    FROM {SPANS_TABLE} FINAL WHERE {WHERE} AND Kind = 'llm' GROUP BY TraceId, CallKey
 )
-SELECT * FROM (
-    SELECT countIf(ParentSpanId = '') AS tasks, countIf(ParentSpanId = '' AND Outcome = 'ok') AS tasks_ok,
-           countIf(ParentSpanId = '' AND Outcome = 'error') AS tasks_error,
-           countIf(ParentSpanId = '' AND Outcome = 'escalated') AS tasks_escalated, count() AS spans,
-           countIf(ErrorType != '') AS errors, countIf(Kind = 'tool') AS tool_calls,
-           quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'task') AS lat_task,
-           quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'llm') AS lat_llm,
-           quantilesExactInclusiveIf(0.5, 0.95, 0.99)(Duration / 1e6, Kind = 'tool') AS lat_tool
-    FROM s
-) AS spans_part CROSS JOIN (
-    SELECT count() AS llm_calls, sum(i) AS input_tokens, sum(o) AS output_tokens, sum(cr) AS cache_read_tokens,
-           sum(cw) AS cache_write_tokens, sum(r) AS reasoning_tokens, sum(c) AS cost_usd,
-           countIf(c IS NULL AND (i > 0 OR o > 0)) AS unpriced_llm_calls
-    FROM calls
-) AS calls_part
 """
-    r = store.query(sql, scope.params())[0]
+
+
+def overview(store: Store, scope: Scope) -> dict[str, Any]:
+    spans, calls = parallel(
+        lambda: store.query(OVERVIEW_SPANS_SQL, scope.params()), lambda: store.query(OVERVIEW_CALLS_SQL, scope.params())
+    )
+    r = {**spans[0], **calls[0]}
     tasks = int(r["tasks"] or 0)
     return {
         "from": iso(scope.start_ms * 1_000_000),

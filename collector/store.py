@@ -12,8 +12,10 @@ import logging
 import queue
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
@@ -21,6 +23,7 @@ import pyarrow as pa
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "agentwatch"
+T = TypeVar("T")
 
 # The read queries declare CTEs they read several times ``AS MATERIALIZED`` (collector/rollups.py). ClickHouse
 # parses that from 26.3 and honours it only with this setting on (else it inlines the CTE at every reference):
@@ -45,6 +48,19 @@ def server_settings(version: str, where: str) -> dict[str, Any]:
             "queries). docker-compose.yml pins a version that works."
         )
     return {MATERIALIZED_CTE_SETTING: 1} if (major, minor) >= MATERIALIZED_CTE_FROM else {}
+
+
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agentwatch-read")
+
+
+def parallel(*reads: Callable[[], T]) -> list[T]:
+    """Run independent reads side by side (the embedded store has a pool of read connections, a server a client
+    per thread); their results in order, or the first read's error."""
+    if len(reads) == 1:
+        return [reads[0]()]
+    futures = [_POOL.submit(fn) for fn in reads[1:]]
+    first = reads[0]()
+    return [first, *(f.result() for f in futures)]
 
 
 class StoreError(RuntimeError):
