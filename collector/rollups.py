@@ -4,7 +4,8 @@ Both are filled by materialized views on the spans table (so a stock OpenTelemet
 feeds them too) with idempotent aggregates only: a re-sent span changes nothing, and the rows of one key need no
 merge to be right because every read below GROUP BYs the key with the matching min/max/-Merge. Rows are keyed
 by the hour of their spans, so a window prunes by primary key; a task's rows are read from the window's start
-hour up to the latest end of the roots found in it (the same member rule as the raw-span queries).
+hour up to the latest end of the roots found in it (the same member rule as the raw-span queries); the per-task
+summaries (collector/summary.py) read a task's rows over its trace's whole extent instead.
 
 Fragments take the scope's bound parameters (``project``, ``service``) plus the window bounds named by the
 caller (``from_ms``/``to_ms``, or ``base_ms`` for a trailing baseline). Callers declare their roots CTE
@@ -34,13 +35,12 @@ WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour({ms(lo)}) AND Hou
 GROUP BY TraceId"""
 
 
-def members_where(lo: str, roots_cte: str = "roots", *, service: bool = False) -> str:
-    """Rows of the tasks in ``roots_cte`` (which has ``TraceId`` and ``te``): from the window's start hour to the
-    roots' latest end."""
-    svc = " AND ({service:String} = '' OR ServiceName = {service:String})" if service else ""
+def members_where(lo: str) -> str:
+    """Rows of the tasks in the ``roots`` CTE (which has ``TraceId`` and ``te``): from the window's start hour to
+    the roots' latest end."""
     return (
         f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({ms(lo)})"
-        f" AND Hour <= (SELECT max(te) FROM {roots_cte}) AND TraceId IN (SELECT TraceId FROM {roots_cte}){svc}"
+        " AND Hour <= (SELECT max(te) FROM roots) AND TraceId IN (SELECT TraceId FROM roots)"
     )
 
 
@@ -64,17 +64,9 @@ MAX_REPEATS = """arrayFold(
            ).1"""
 
 
-def task_spans(where: str, *, loops: bool = True, steps_only: bool = False) -> str:
-    """Per task from ``task_rollup``: steps (distinct spans), tool_calls, errors, max_repeats (with ``loops``);
-    ``steps_only`` merges one state instead of three (each is a hash set per task)."""
-    if steps_only:
-        cols = "uniqExactMerge(Spans) AS steps"
-    else:
-        rep = f", {MAX_REPEATS} AS max_repeats" if loops else ""
-        cols = (
-            "uniqExactMerge(Spans) AS steps, uniqExactMerge(ToolSpans) AS tool_calls,"
-            f" uniqExactMerge(ErrorSpans) AS errors{rep}"
-        )
-    return f"""SELECT TraceId, {cols}
+def task_spans(where: str) -> str:
+    """Per task from ``task_rollup``: steps (distinct spans), tool_calls, errors, max_repeats."""
+    return f"""SELECT TraceId, uniqExactMerge(Spans) AS steps, uniqExactMerge(ToolSpans) AS tool_calls,
+       uniqExactMerge(ErrorSpans) AS errors, {MAX_REPEATS} AS max_repeats
 FROM {TASK_ROLLUP_TABLE} WHERE {where}
 GROUP BY TraceId"""
