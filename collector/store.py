@@ -216,6 +216,8 @@ class ClickHouseServerStore(Store):
         settings = server_settings(version, f"{u.hostname}:{kwargs['port']}")
         self._client_kwargs = {**kwargs, "database": self.database, "settings": settings}
         self._local = threading.local()
+        self._clients: list[Any] = []  # every thread's, to close them all (the read pool's threads too)
+        self._clients_lock = threading.Lock()
 
     def _client(self):
         # clickhouse-connect clients are not thread-safe for concurrent queries: one per thread
@@ -225,6 +227,8 @@ class ClickHouseServerStore(Store):
 
             client = clickhouse_connect.get_client(**self._client_kwargs)
             self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
         return client
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
@@ -250,9 +254,13 @@ class ClickHouseServerStore(Store):
         return int(summary.written_rows or 0)
 
     def close(self) -> None:
-        client = getattr(self._local, "client", None)
-        if client is not None:
-            client.close()
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                log.debug("closing a ClickHouse client failed", exc_info=True)
 
 
 def open_store(*, data_dir: Path, clickhouse_url: str | None) -> Store:

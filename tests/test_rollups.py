@@ -503,3 +503,17 @@ def test_the_summarizer_waits_out_the_lag_and_catches_up_in_chunks(env):
     )[0]["n"]
     assert got == want["total"]
     assert queries.tasks(store, scope, queries.TaskFilter(limit=1000)) == want
+
+
+def test_a_project_with_no_spans_gets_empty_answers_not_errors(env):
+    """A new install: the dashboard's first reads, with and without summaries, over a project with nothing in it."""
+    store = env[0]
+    scope = queries.Scope("nothing-here", CFG.current_start_ms, CFG.current_end_ms)
+    assert queries.tasks(store, scope, queries.TaskFilter()) == {"items": [], "total": 0, "limit": 50, "offset": 0}
+    assert queries.overview(store, scope)["tasks"] == 0
+    an = analytics_anomalies.cost_anomalies(store, scope, baseline_hours=24)
+    assert (an["items"], an["token_bombs"], an["spend_spikes"]) == ([], [], [])
+    dr = analytics_drift.drift(store, scope, baseline_hours=24)
+    assert (dr["items"], dr["model_changes"]) == ([], [])
+    assert dr["sampled"] == {"baseline_ppm": 1_000_000, "current_ppm": 1_000_000, "baseline_calls_ppm": 1_000_000,
+                             "current_calls_ppm": 1_000_000}  # fmt: skip
