@@ -18,7 +18,7 @@ from typing import Any
 
 from agentwatch.collector import rollups as R
 from agentwatch.collector.analytics_common import rnd
-from agentwatch.collector.migrations import SPANS_TABLE
+from agentwatch.collector.migrations import SPANS_TABLE, TASK_ROLLUP_TABLE, TRACE_LOOKUP_TABLE
 from agentwatch.collector.queries import DEFAULT_LOOP_REPEATS, WHERE, QueryError, Scope, iso
 from agentwatch.collector.store import Store
 
@@ -66,6 +66,19 @@ FROM ({R.calls(
     " AND TraceId IN (SELECT arrayJoin(splitByChar(',', {ids:String})))"
 )})
 WHERE ts >= {R.ms("from_ms")} AND ts < {R.ms("to_ms")}
+"""
+
+
+# roots outside the window of flagged traces that have none in it: a task that began before the window and loops in
+# it is that task (its name, not running), not a root-less one. The trace lookup bounds the rollup's hours.
+EARLIER_ROOTS_SQL = f"""
+WITH ids AS (SELECT arrayJoin(splitByChar(',', {{ids:String}})) AS TraceId),
+     (SELECT min(Start) FROM {TRACE_LOOKUP_TABLE} WHERE TraceId IN (SELECT TraceId FROM ids)) AS lo
+SELECT TraceId, max(Root) AS r, if(r.name != '', r.name, r.span_name) AS name
+FROM {TASK_ROLLUP_TABLE}
+WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour(lo) AND Hour < {R.ms("to_ms")}
+  AND TraceId IN (SELECT TraceId FROM ids) AND Root.has = 1 AND Root.ts < {R.ms("from_ms")}
+GROUP BY TraceId
 """
 
 
@@ -154,16 +167,21 @@ def loops(
         if runs:
             found.append((r, tl, runs))
     calls: dict[str, list[tuple[int, int, int, float | None]]] = {}
+    earlier: dict[str, str] = {}  # trace -> name of its root, begun before the window
     if found:
         ids = [r["TraceId"] for r, _, _ in found]
         for c in store.query(CALLS_SQL, {**scope.params(), "ids": ",".join(ids)}):
             calls.setdefault(c["TraceId"], []).append((c["ts_ns"], c["i"], c["o"], c["c"]))
-    items = [_item(r, tl, runs, calls.get(r["TraceId"], [])) for r, tl, runs in found]
+        rootless = [r["TraceId"] for r, _, _ in found if not r["roots"]]
+        if rootless:
+            for e in store.query(EARLIER_ROOTS_SQL, {**scope.params(), "ids": ",".join(rootless)}):
+                earlier[e["TraceId"]] = e["name"]
+    items = [_item(r, tl, runs, calls.get(r["TraceId"], []), earlier) for r, tl, runs in found]
     items.sort(key=lambda x: (-(x["wasted_cost_usd"] or 0.0), -x["repeats"], x["trace_id"]))
     return {"repeats": repeats, "total": len(items), "items": items[offset : offset + limit]}
 
 
-def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple]) -> dict[str, Any]:
+def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple], earlier: dict[str, str]) -> dict[str, Any]:
     main = runs[0]
     first, last = tl[main.start], tl[main.end]
     if main.pattern == "cycle":
@@ -179,7 +197,7 @@ def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple]) -> dict
     return {
         "trace_id": r["TraceId"],
         "service": r["service"],
-        "name": r["root_name"] or r["span_task_name"] or None,
+        "name": r["root_name"] or earlier.get(r["TraceId"]) or r["span_task_name"] or None,
         "pattern": main.pattern,
         "patterns": [x.pattern for x in runs],
         "tool": tool,
@@ -188,7 +206,7 @@ def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple]) -> dict
         "repeats": main.repeats,
         "start": iso(first[0]),
         "end": iso(last[0] + last[4]),
-        "running": not r["roots"],
+        "running": not r["roots"] and r["TraceId"] not in earlier,
         "wasted_tool_calls": wasted_tools,
         "wasted_tool_ms": rnd(sum(t[4] for t in tl[main.start + (2 if main.pattern == "cycle" else 1) : main.end + 1])
                               / 1e6, 3),

@@ -109,6 +109,11 @@ def _hand_spans(store) -> None:
     llm(t3, "3" * 15 + "5", t + 2040 * ms, 1 * ms, 0.25, inp=3000, out=3)
     tool(t3, "3" * 15 + "6", t + 2050 * ms, "c", "q", dur=9 * ms)
     llm(t3, "3" * 15 + "7", t + 2060 * ms, 1 * ms, None, model="mystery-model")
+    # task 4: began 2 s before the window (its root is outside it) and loops inside it: d(w) x3
+    t4 = "4" * 32
+    root(t4, t - 2000 * ms, 10_000 * ms, "ok", name="h-long")
+    for i in range(3):
+        tool(t4, "4" * 15 + str(i + 1), t + (3000 + 10 * i) * ms, "d", "w")
     store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(b.cols))
     # ingestion counts for two minutes
     stats = pa.table({
@@ -188,15 +193,18 @@ def test_latency_ttft_tools_outcomes_unit_economics_ingestion_exact(env):
 def test_loop_found_and_priced_while_the_root_has_not_arrived(env):
     client, _, _ = env
     out = get(client, "/api/v1/loops", key=HKEY, **HAND_WINDOW)
-    (item,) = out["items"]
+    item, long = sorted(out["items"], key=lambda i: i["trace_id"])
     assert (item["trace_id"], item["tool"], item["pattern"], item["repeats"], item["running"]) == (
         "3" * 32, "c", "repeat", 3, True,
     )  # fmt: skip
     assert (item["wasted_tool_calls"], item["wasted_llm_calls"], item["wasted_tokens"]) == (2, 2, 5005)
     assert item["wasted_cost_usd"] == pytest.approx(0.75) and item["wasted_tool_ms"] == 16.0
+    # a task begun before the window, looping in it, is that task (its name; not running), not a root-less one
+    assert (long["trace_id"], long["name"], long["tool"], long["running"]) == ("4" * 32, "h-long", "d", False)
     # the error repeats of task 2 are two, below the default of three; at two they count
     two = get(client, "/api/v1/loops", key=HKEY, repeats=2, **HAND_WINDOW)["items"]
-    assert {(i["trace_id"], i["pattern"]) for i in two} == {("3" * 32, "repeat"), ("2" * 32, "repeat")}
+    assert {(i["trace_id"], i["pattern"]) for i in two} == {("3" * 32, "repeat"), ("2" * 32, "repeat"),
+                                                              ("4" * 32, "repeat")}  # fmt: skip
     assert any("error" in i["patterns"] for i in two)
 
 
