@@ -167,18 +167,33 @@ def loops(
         if runs:
             found.append((r, tl, runs))
     calls: dict[str, list[tuple[int, int, int, float | None]]] = {}
-    earlier: dict[str, str] = {}  # trace -> name of its root, begun before the window
     if found:
         ids = [r["TraceId"] for r, _, _ in found]
         for c in store.query(CALLS_SQL, {**scope.params(), "ids": ",".join(ids)}):
             calls.setdefault(c["TraceId"], []).append((c["ts_ns"], c["i"], c["o"], c["c"]))
-        rootless = [r["TraceId"] for r, _, _ in found if not r["roots"]]
-        if rootless:
-            for e in store.query(EARLIER_ROOTS_SQL, {**scope.params(), "ids": ",".join(rootless)}):
-                earlier[e["TraceId"]] = e["name"]
-    items = [_item(r, tl, runs, calls.get(r["TraceId"], []), earlier) for r, tl, runs in found]
-    items.sort(key=lambda x: (-(x["wasted_cost_usd"] or 0.0), -x["repeats"], x["trace_id"]))
-    return {"repeats": repeats, "total": len(items), "items": items[offset : offset + limit]}
+    # ranked on the waste's cost; the items (names, times, sums) are made for the page only
+    found.sort(key=lambda f: _rank(f, calls.get(f[0]["TraceId"], [])))
+    page = found[offset : offset + limit]
+    earlier: dict[str, str] = {}  # trace -> name of its root, begun before the window
+    rootless = [r["TraceId"] for r, _, _ in page if not r["roots"]]
+    if rootless:
+        for e in store.query(EARLIER_ROOTS_SQL, {**scope.params(), "ids": ",".join(rootless)}):
+            earlier[e["TraceId"]] = e["name"]
+    items = [_item(r, tl, runs, calls.get(r["TraceId"], []), earlier) for r, tl, runs in page]
+    return {"repeats": repeats, "total": len(found), "items": items}
+
+
+def _wasted(tl: list[tuple], main: Run, calls: list[tuple]) -> list[tuple]:
+    """The LLM calls that kept the loop going: started after its first tool call, up to its last."""
+    lo, hi = tl[main.start][0], tl[main.end][0]
+    return [c for c in calls if lo < c[0] <= hi]
+
+
+def _rank(f: tuple[dict, list[tuple], list[Run]], calls: list[tuple]) -> tuple[float, int, str]:
+    """Costliest waste first, then the longest loop, then by trace id (as the items' fields say)."""
+    r, tl, runs = f
+    priced = [c[3] for c in _wasted(tl, runs[0], calls) if c[3] is not None]
+    return -(rnd(sum(priced), 9) if priced else 0.0), -runs[0].repeats, r["TraceId"]
 
 
 def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple], earlier: dict[str, str]) -> dict[str, Any]:
@@ -192,7 +207,7 @@ def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple], earlier
     else:
         tool, args = first[1], first[2] if main.pattern == "repeat" else None
         wasted_tools = main.end - main.start
-    wasted = [c for c in calls if first[0] < c[0] <= last[0]]
+    wasted = _wasted(tl, main, calls)
     priced = [c[3] for c in wasted if c[3] is not None]
     return {
         "trace_id": r["TraceId"],
