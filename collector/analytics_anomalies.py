@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentwatch.collector import rollups as R
 from agentwatch.collector import summary as S
 from agentwatch.collector.analytics_common import MAD_SCALE, check_range, rnd
 from agentwatch.collector.baselines import baselines
@@ -36,24 +35,10 @@ MIN_LOG_SPREAD = 0.05  # a floor on the robust spread in log space (~5 %): ident
 # The baseline is split off and cached: it is 7/8 of the rows read (7 days against one) and does not move while the
 # window does. Baseline = tasks whose root starts in [from's hour - baseline_hours, from's hour) — whole hours, so the
 # live "last 24 h" of the dashboard and the alert engine's "last 15 min" hit the same baseline for an hour — and
-# their LLM calls; the window's tasks are scored against it. A key whose baseline has fewer than ``min_samples``
-# points is scored against the window's own points. Params: project, service, base_ms, bend_ms (from's hour).
-_BASE_ROOTS = f"""{S.window_ctes("base_ms", "bend_ms")},
-roots AS MATERIALIZED (
-    SELECT TraceId, ServiceName AS service, Name AS name, CostUsd AS cost,
-           Start + toIntervalNanosecond(DurationNs) AS te
-    FROM s_window
-)"""
-
-
-def _calls(lo: str, hi: str) -> str:
-    """One row per call (collector/rollups.py) in the hours from ``lo`` to the roots' latest end and to ``hi`` (the
-    spend rate wants every call up to it): every task's, not ``TraceId IN roots`` (the users join them to the roots;
-    testing each row against the roots' set costs more)."""
-    return R.calls(
-        "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
-        f" AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour <= greatest((SELECT max(te) FROM roots), {R.ms(hi)})"
-    )
+# the LLM calls that start in those hours; the window's tasks are scored against it. A key whose baseline has fewer
+# than ``min_samples`` points is scored against the window's own points. Tasks and calls come from the summaries
+# (collector/summary.py: a call carries its task's service and name, so a call site needs no join to the roots),
+# computed from the rollups for the traces with newer spans. Params: project, service, wm_ms, base_ms, bend_ms.
 
 
 def _robust(x: str) -> str:
@@ -64,22 +49,26 @@ def _robust(x: str) -> str:
     )
 
 
+# the points of a call site: calls of a task whose root has arrived, with input tokens; k: the site's key, hashed
+_BOMB_X = """SELECT TraceId, SpanId AS span_id, toString(RootService) AS service, RootName AS name,
+           toString(Model) AS model, Ts AS ts, InputTokens AS i, CostUsd AS cost, log(i) AS x,
+           cityHash64(service, name, model) AS k
+    FROM calls WHERE HasRoot = 1 AND InputTokens > 0"""
+_HOURS = """SELECT toString(ServiceName) AS service, toStartOfHour(Ts) AS hour, sum(ifNull(CostUsd, 0)) AS cost
+    FROM calls GROUP BY service, hour"""
+_CALLS = (
+    "SELECT TraceId, SpanId, ServiceName, HasRoot, RootService, RootName, Model, Ts, InputTokens, CostUsd FROM c_window"
+)
+
 # per key: (kind, service, name, model, n, median, MAD) — of log task cost per (service, name), of log input tokens
 # per call site (service, name, model), and of the hourly spend per service (not log; hours before from's hour)
 BASELINE_SQL = f"""
-WITH {_BASE_ROOTS},
-calls AS MATERIALIZED ({_calls("base_ms", "bend_ms")}),
-bomb_x AS (
-    SELECT r.service AS service, r.name AS name, toString(c.model) AS model, log(c.i) AS x
-    FROM calls AS c INNER JOIN roots AS r ON c.TraceId = r.TraceId
-    WHERE c.i > 0 AND c.ts < {R.ms("bend_ms")}
-),
-hours AS (
-    SELECT toString(service) AS service, toStartOfHour(ts) AS hour, sum(ifNull(c, 0)) AS cost
-    FROM calls WHERE ts >= {R.ms("base_ms")} AND ts < {R.ms("bend_ms")} GROUP BY service, hour
-)
-SELECT 'task' AS kind, service, name, '' AS model, {_robust("log(cost)")}
-FROM roots WHERE cost > 0 GROUP BY service, name
+WITH {S.window_ctes("base_ms", "bend_ms")},{S.calls_ctes("base_ms", "bend_ms")},
+calls AS MATERIALIZED ({_CALLS}),
+bomb_x AS ({_BOMB_X}),
+hours AS ({_HOURS})
+SELECT 'task' AS kind, toString(ServiceName) AS service, Name AS name, '' AS model, {_robust("log(CostUsd)")}
+FROM s_window WHERE CostUsd > 0 GROUP BY service, name
 UNION ALL
 SELECT 'bomb' AS kind, service, name, model, {_robust("x")} FROM bomb_x GROUP BY service, name, model
 UNION ALL
@@ -109,6 +98,22 @@ _SCORE = """
     ) ARRAY JOIN cp AS p
 )"""
 
+# Token bombs are ~1.7M points a day at 10M spans: their key's statistics (median and spread, from the baseline or
+# the window's own points) are one row per call site, joined back to the points by the site's 64-bit hash (carrying
+# every point's fields through an array per key, as ``_SCORE`` does, cost ~1 s there).
+_BOMB_STATS = """
+bomb_stats AS (
+    SELECT k, nb >= {{min_samples:UInt32}} AS use_b, if(use_b, nb, nc) AS n,
+           if(use_b, bmed, arrayReduce('medianExact', xc)) AS med,
+           greatest({mad_scale} * if(use_b, bmad, arrayReduce('medianExact', arrayMap(v -> abs(v - med), xc))),
+                    {min_spread}) AS spread
+    FROM (SELECT k, groupArray(x) AS xc, length(xc) AS nc FROM bomb_pts GROUP BY k) AS kk
+    LEFT JOIN (
+        SELECT cityHash64(service, name, model) AS k, n AS nb, med AS bmed, mad AS bmad FROM base WHERE kind = 'bomb'
+    ) AS b USING (k)
+    WHERE nb >= {{min_samples:UInt32}} OR nc >= {{min_samples:UInt32}}
+)"""
+
 
 def _score_cte(name: str, kind: str, source: str, keys: str, payload: str) -> str:
     return _SCORE.format(
@@ -118,40 +123,30 @@ def _score_cte(name: str, kind: str, source: str, keys: str, payload: str) -> st
 
 
 # The window's tasks far above their (service, name) baseline, its token bombs and its hourly spend against the
-# baseline's hours (at least 24 of them), in one statement: all three read the window's calls. Roots from the
-# baseline's start: a task that started before the window may make a call in it (a bomb); its cost is scored only
-# if its root is in the window. ``kind`` tells the rows apart; each branch keeps its own filter, order and limit.
-# Params: the scope's, base_ms, bend_ms, base (the baseline, JSON), the thresholds.
+# baseline's hours (at least 24 of them), in one statement: bombs and spend read the window's calls. ``kind`` tells
+# the rows apart; each branch keeps its own filter, order and limit. Params: the scope's, wm_ms, base (the
+# baseline, JSON), the thresholds.
 _BASE = f"""
 base AS (
     SELECT b.1 AS kind, b.2 AS service, b.3 AS name, b.4 AS model, b.5 AS n, b.6 AS med, b.7 AS mad
     FROM (SELECT arrayJoin(JSONExtract({{base:String}}, '{_BASELINE_TYPE}')) AS b)
 )"""
 ANOMALIES_SQL = f"""
-WITH {S.window_ctes("base_ms", "to_ms")},
-roots AS MATERIALIZED (
-    SELECT TraceId, ServiceName AS service, Name AS name, Start >= {R.ms("from_ms")} AS cur, Start AS ts,
-           Start + toIntervalNanosecond(DurationNs) AS te, CostUsd AS cost, InputTokens AS i, OutputTokens AS o,
-           LlmCalls AS llm_calls
+WITH {S.window_ctes("from_ms", "to_ms")},{S.calls_ctes("from_ms", "to_ms")},
+roots AS (
+    SELECT TraceId, ServiceName AS service, Name AS name, Start AS ts, CostUsd AS cost, InputTokens AS i,
+           OutputTokens AS o, LlmCalls AS llm_calls
     FROM s_window
 ),
-calls AS MATERIALIZED ({_calls("from_ms", "to_ms")}),
+calls AS MATERIALIZED ({_CALLS}),
 {_BASE.strip()},
 task_pts AS (
-    SELECT TraceId, service, name, ts, cost, i, o, llm_calls, log(cost) AS x FROM roots WHERE cur AND cost > 0
+    SELECT TraceId, service, name, ts, cost, i, o, llm_calls, log(cost) AS x FROM roots WHERE cost > 0
 ),
 {_score_cte("task_scored", "task", "task_pts", "service, name", "TraceId, ts, cost, i, o, llm_calls, x")},
-bomb_pts AS (
-    SELECT c.TraceId AS TraceId, c.span_id AS span_id, r.service AS service, r.name AS name,
-           toString(c.model) AS model, c.ts AS ts, c.i AS i, c.c AS cost, log(c.i) AS x
-    FROM calls AS c INNER JOIN roots AS r ON c.TraceId = r.TraceId
-    WHERE c.i > 0 AND c.ts >= {R.ms("from_ms")} AND c.ts < {R.ms("to_ms")}
-),
-{_score_cte("bomb_scored", "bomb", "bomb_pts", "service, name, model", "TraceId, span_id, ts, i, cost, x")},
-hours AS (
-    SELECT toString(service) AS service, toStartOfHour(ts) AS hour, sum(ifNull(c, 0)) AS cost
-    FROM calls WHERE ts >= {R.ms("from_ms")} AND ts < {R.ms("to_ms")} GROUP BY service, hour
-)
+bomb_pts AS MATERIALIZED ({_BOMB_X}),
+{_BOMB_STATS.format(mad_scale=MAD_SCALE, min_spread=MIN_LOG_SPREAD).strip()},
+hours AS ({_HOURS})
 SELECT * FROM (
     SELECT 'task' AS kind, p.1 AS trace_id, '' AS span_id, service, name, '' AS model,
            toUnixTimestamp64Nano(p.2) AS start_ns, p.3 AS cost, p.4 AS input_tokens, p.5 AS output_tokens,
@@ -161,11 +156,11 @@ SELECT * FROM (
     WHERE score >= {{z:Float64}} AND ratio >= {{ratio:Float64}}
     ORDER BY score DESC, trace_id LIMIT {{limit:UInt32}}
     UNION ALL
-    SELECT 'bomb' AS kind, p.1 AS trace_id, p.2 AS span_id, service, name, model,
-           toUnixTimestamp64Nano(p.3) AS start_ns, p.5 AS cost, p.4 AS input_tokens, toUInt64(0) AS output_tokens,
-           toUInt64(0) AS llm_calls, exp(med) AS baseline, n AS baseline_n, use_b, (p.6 - med) / spread AS score,
-           p.4 / exp(med) AS ratio
-    FROM bomb_scored
+    SELECT 'bomb' AS kind, p.TraceId AS trace_id, p.span_id AS span_id, p.service AS service, p.name AS name,
+           p.model AS model, toUnixTimestamp64Nano(p.ts) AS start_ns, p.cost AS cost, p.i AS input_tokens,
+           toUInt64(0) AS output_tokens, toUInt64(0) AS llm_calls, exp(s.med) AS baseline, s.n AS baseline_n,
+           s.use_b AS use_b, (p.x - s.med) / s.spread AS score, p.i / exp(s.med) AS ratio
+    FROM bomb_pts AS p INNER JOIN bomb_stats AS s ON p.k = s.k
     WHERE score >= {{bomb_z:Float64}} AND ratio >= {{bomb_ratio:Float64}}
     ORDER BY score DESC, trace_id, span_id LIMIT {{limit:UInt32}}
     UNION ALL

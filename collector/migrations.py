@@ -28,6 +28,7 @@ LLM_CALLS_TABLE = "llm_calls"
 TASK_ROLLUP_TABLE = "task_rollup"
 TASK_SUMMARY_TABLE = "task_summary"
 SUMMARY_WATERMARK_TABLE = "task_summary_watermark"
+CALL_SUMMARY_TABLE = "call_summary"
 
 # the exporter's INSERT columns, in its order (STANDARDS.md 4.5), then ours
 OTEL_INSERT_COLUMNS = [
@@ -386,6 +387,51 @@ ORDER BY tuple()""",
     ]
 
 
+def _call_summary_ddl(t: Target) -> list[str]:
+    """One row per LLM call with its task's root service and name, written by the summarizer beside the task
+    summaries (collector/summary.py), under the same rules: a cache of the rollups, recomputed whenever its trace
+    gets new spans, read only for traces with no span ingested after the watermark.
+
+    What it saves: the window's calls without grouping the ``llm_calls`` rollup's rows by call (the overview's
+    call totals, spend per hour), and token bombs without joining every call to its task's root (the call site is
+    service, task name and model). Key (ProjectId, Hour of the call's first span, TraceId, CallKey); a call whose
+    first span moves to another hour gets a deleted row under its old key.
+
+    The watermark is reset with it, so the summarizer writes the calls of the tasks it summarized before (the
+    reads compute everything from the rollups until it has caught up: the same answers, slower for a while).
+    """
+    table = t.local(CALL_SUMMARY_TABLE)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {table}{t.on_cluster()} (
+    ProjectId LowCardinality(String),
+    Hour DateTime,
+    TraceId String CODEC(ZSTD(1)),
+    CallKey String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    Ts DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    ServiceName LowCardinality(String),
+    HasRoot UInt8,
+    RootService LowCardinality(String),
+    RootName String CODEC(ZSTD(1)),
+    Model LowCardinality(String),
+    InputTokens UInt64 CODEC(T64, ZSTD(1)),
+    OutputTokens UInt64 CODEC(T64, ZSTD(1)),
+    CacheReadTokens UInt64 CODEC(T64, ZSTD(1)),
+    CacheWriteTokens UInt64 CODEC(T64, ZSTD(1)),
+    ReasoningTokens UInt64 CODEC(T64, ZSTD(1)),
+    CostUsd Nullable(Float64) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    Version UInt64,
+    IsDeleted UInt8 DEFAULT 0
+) ENGINE = {t.engine("ReplacingMergeTree", table, "Version, IsDeleted")}
+PARTITION BY toDate(Hour)
+ORDER BY (ProjectId, Hour, TraceId, CallKey)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1""",
+        *_distributed(t, CALL_SUMMARY_TABLE),
+        f"TRUNCATE TABLE IF EXISTS {SUMMARY_WATERMARK_TABLE}{t.on_cluster()}",
+    ]
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -401,6 +447,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "llm_calls rollup: one row per LLM call (max per field), view + backfill", _llm_calls_ddl),
     Migration(6, "task_rollup: one row per task per hour (idempotent aggregates), view + backfill", _task_rollup_ddl),
     Migration(7, "task_summary: one row per task, kept by the summarizer; spans' IngestedAt index", _task_summary_ddl),
+    Migration(8, "call_summary: one row per LLM call with its task's name, kept by the summarizer", _call_summary_ddl),
     Migration(20, "alert state and history", alert_schema.state_ddl),
     Migration(21, "alert notification log and delivery log", alert_schema.notification_ddl),
     Migration(22, "alert silences", alert_schema.silences_ddl),
@@ -435,6 +482,6 @@ def migrate(store: Store, *, ttl_days: int | None = None) -> list[int]:
     if ttl_days:
         store.command(f"ALTER TABLE {SPANS_TABLE} MODIFY TTL toDateTime(Timestamp) + toIntervalDay({int(ttl_days)})")
         store.command(f"ALTER TABLE {TRACE_LOOKUP_TABLE} MODIFY TTL Start + toIntervalDay({int(ttl_days)})")
-        for rollup in (LLM_CALLS_TABLE, TASK_ROLLUP_TABLE, TASK_SUMMARY_TABLE):
+        for rollup in (LLM_CALLS_TABLE, TASK_ROLLUP_TABLE, TASK_SUMMARY_TABLE, CALL_SUMMARY_TABLE):
             store.command(f"ALTER TABLE {rollup} MODIFY TTL Hour + toIntervalDay({int(ttl_days)})")
     return applied

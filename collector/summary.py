@@ -27,6 +27,7 @@ import pyarrow as pa
 from agentwatch.collector import rollups as R
 from agentwatch.collector.metrics import Metrics
 from agentwatch.collector.migrations import (
+    CALL_SUMMARY_TABLE,
     SPANS_TABLE,
     SUMMARY_WATERMARK_TABLE,
     TASK_ROLLUP_TABLE,
@@ -44,6 +45,12 @@ COLUMNS = [
     "MaxRepeats",
 ]  # fmt: skip
 _COLS = ", ".join(COLUMNS)
+CALL_COLUMNS = [
+    "ProjectId", "Hour", "TraceId", "CallKey", "SpanId", "Ts", "ServiceName", "HasRoot", "RootService", "RootName",
+    "Model", "InputTokens", "OutputTokens", "CacheReadTokens", "CacheWriteTokens", "ReasoningTokens", "CostUsd",
+    "Duration",
+]  # fmt: skip
+_CALL_COLS = ", ".join(CALL_COLUMNS)
 
 
 def _ingested(after: str, upto: str | None) -> str:
@@ -69,14 +76,27 @@ def dirty_ids(after: str, upto: str | None = None) -> str:
 _DIRTY = "cityHash64(TraceId) IN (SELECT h FROM s_dirty)"
 
 
+def _bounds(ids: str) -> str:
+    """lo, hi: the first and last span start of the traces of the CTE ``ids`` (NULL if none)."""
+    return f"""SELECT minOrNull(Start) AS lo, maxOrNull(End) AS hi FROM {TRACE_LOOKUP_TABLE}
+    WHERE TraceId IN (SELECT TraceId FROM {ids})"""
+
+
+def _max_roots(ids: str, bounds: str) -> str:
+    """``TraceId``, ``r`` (the root tuple, collector/rollups.py) of the traces of the CTE ``ids``, over their extent
+    (the CTE ``bounds``); ``r.has`` is 0 for a trace whose root has not arrived."""
+    return f"""SELECT TraceId, max(Root) AS r FROM {TASK_ROLLUP_TABLE}
+        WHERE (SELECT lo FROM {bounds}) IS NOT NULL AND ProjectId = {{project:String}}
+          AND Hour >= toStartOfHour((SELECT lo FROM {bounds})) AND Hour <= (SELECT hi FROM {bounds})
+          AND TraceId IN (SELECT TraceId FROM {ids})
+        GROUP BY TraceId"""
+
+
 def _cand_ctes(cand_sql: str) -> str:
     """``s_cand`` (the traces to compute) and ``s_bounds`` (lo, hi: their first and last span start, NULL if none)."""
     return f"""
 s_cand AS MATERIALIZED ({cand_sql}),
-s_bounds AS MATERIALIZED (
-    SELECT minOrNull(Start) AS lo, maxOrNull(End) AS hi FROM {TRACE_LOOKUP_TABLE}
-    WHERE TraceId IN (SELECT TraceId FROM s_cand)
-)"""
+s_bounds AS MATERIALIZED ({_bounds("s_cand")})"""
 
 
 def compute_ctes(cand_sql: str, root_where: str = "1") -> str:
@@ -94,13 +114,7 @@ s_roots AS MATERIALIZED (
     SELECT TraceId, r.ts AS ts, r.dur AS dur, r.service AS service, r.name AS name, r.span_name AS span_name,
            r.outcome AS outcome, r.error_type AS error_type, r.conversation_id AS conversation_id,
            r.session_id AS session_id, r.user_id AS user_id
-    FROM (
-        SELECT TraceId, max(Root) AS r FROM {TASK_ROLLUP_TABLE}
-        WHERE (SELECT lo FROM s_bounds) IS NOT NULL AND ProjectId = {{project:String}}
-          AND Hour >= toStartOfHour((SELECT lo FROM s_bounds)) AND Hour <= (SELECT hi FROM s_bounds)
-          AND TraceId IN (SELECT TraceId FROM s_cand)
-        GROUP BY TraceId
-    ) WHERE r.has = 1 AND ({root_where})
+    FROM ({_max_roots("s_cand", "s_bounds")}) WHERE r.has = 1 AND ({root_where})
 ),
 s_calls AS (
     SELECT TraceId, count() AS llm_calls, sum(i) AS input_tokens, sum(o) AS output_tokens,
@@ -153,6 +167,44 @@ s_window AS (
 )"""
 
 
+def _call_rows(calls: str, roots: str) -> str:
+    """``CALL_COLUMNS`` of the calls of ``calls`` (a table, or a subquery of collector/rollups.py ``calls``), each
+    with its task's root (from ``roots``: TraceId, service, name; a trace whose root has not arrived: HasRoot 0)."""
+    return f"""SELECT {{project:String}} AS ProjectId, toStartOfHour(c.ts) AS Hour, c.TraceId AS TraceId,
+       c.CallKey AS CallKey, c.span_id AS SpanId, c.ts AS Ts, c.service AS ServiceName, r.has AS HasRoot,
+       r.service AS RootService, r.name AS RootName, c.model AS Model, c.i AS InputTokens, c.o AS OutputTokens,
+       c.cr AS CacheReadTokens, c.cw AS CacheWriteTokens, c.rt AS ReasoningTokens, c.c AS CostUsd, c.d AS Duration
+FROM {calls} AS c
+LEFT JOIN (SELECT TraceId, service, name, toUInt8(1) AS has FROM {roots}) AS r ON c.TraceId = r.TraceId"""
+
+
+def calls_ctes(lo: str = "from_ms", hi: str = "to_ms") -> str:
+    """CTEs ending in ``c_window``: the LLM calls (``CALL_COLUMNS`` but ProjectId and Hour) whose first span starts in
+    [lo, hi), of the scope's service: from ``call_summary`` for the traces with no span ingested after the watermark
+    ``{wm_ms}``, computed from the rollups (with their roots) for the others. Params: project, service, wm_ms, lo,
+    hi."""
+    hours = f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)}"
+    svc = " AND ({service:String} = '' OR ServiceName = {service:String})"
+    dirty_ = "cityHash64(TraceId) IN (SELECT h FROM c_dirty)"
+    cols = ", ".join(c for c in CALL_COLUMNS if c not in ("ProjectId", "Hour"))
+    return f"""
+c_dirty AS MATERIALIZED ({dirty("wm_ms")}),
+c_live AS MATERIALIZED (
+    SELECT * FROM ({R.calls(f"(SELECT count() FROM c_dirty) > 0 AND {hours}{svc} AND {dirty_}")})
+    WHERE ts >= {R.ms(lo)} AND ts < {R.ms(hi)}
+),
+c_bounds AS MATERIALIZED ({_bounds("c_live")}),
+c_roots AS MATERIALIZED (
+    SELECT TraceId, r.service AS service, r.name AS name FROM ({_max_roots("c_live", "c_bounds")}) WHERE r.has = 1
+),
+c_window AS (
+    SELECT {cols} FROM {CALL_SUMMARY_TABLE} FINAL
+    WHERE {hours} AND Ts >= {R.ms(lo)} AND Ts < {R.ms(hi)}{svc} AND NOT {dirty_}
+    UNION ALL
+    SELECT {cols} FROM ({_call_rows("c_live", "c_roots")})
+)"""
+
+
 def watermark(store: Store) -> int:
     """The summarizer's watermark, ms since the epoch (0: it never ran, every task is computed at read)."""
     rows = store.query(f"SELECT toUnixTimestamp64Milli(max(Watermark)) AS wm FROM {SUMMARY_WATERMARK_TABLE}")
@@ -169,10 +221,23 @@ SELECT toUnixTimestamp64Milli(now64(3)) AS now_ms,
 FROM {SPANS_TABLE} WHERE IngestedAt > fromUnixTimestamp64Milli({{after:Int64}})
 """
 _COMPUTE_SQL = f"WITH {compute_ctes(dirty_ids('after', 'upto'))}\nSELECT {_COLS} FROM s_tasks"
+# the calls of the pass's traces (root or not yet), over the traces' whole extent
+_CALLS_COMPUTE_SQL = f"""WITH {compute_ctes(dirty_ids("after", "upto"))}
+{_call_rows("(" + R.calls(
+    "(SELECT lo FROM s_bounds) IS NOT NULL AND ProjectId = {project:String}"
+    " AND Hour >= toStartOfHour((SELECT lo FROM s_bounds)) AND Hour <= (SELECT hi FROM s_bounds)"
+    " AND TraceId IN (SELECT TraceId FROM s_cand)") + ")", "s_roots")}"""
 # rows of the pass's traces under a key the pass did not rewrite: their root moved to another hour
 _STALE_SQL = f"""
 WITH {_cand_ctes(dirty_ids("after", "upto"))}
 SELECT ProjectId, Hour, TraceId FROM {TASK_SUMMARY_TABLE} FINAL
+WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
+  AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_cand)
+  AND Version < {{version:UInt64}}
+"""
+_CALLS_STALE_SQL = f"""
+WITH {_cand_ctes(dirty_ids("after", "upto"))}
+SELECT ProjectId, Hour, TraceId, CallKey FROM {CALL_SUMMARY_TABLE} FINAL
 WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
   AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_cand)
   AND Version < {{version:UInt64}}
@@ -251,6 +316,12 @@ class Summarizer:
             stale = self.store.query_arrow(_STALE_SQL, p)
             if stale.num_rows:
                 self._insert(stale, upto, deleted=True)
+            calls = self.store.query_arrow(_CALLS_COMPUTE_SQL, p)
+            if calls.num_rows:
+                self._insert(calls, upto, table_name=CALL_SUMMARY_TABLE)
+            stale = self.store.query_arrow(_CALLS_STALE_SQL, p)
+            if stale.num_rows:
+                self._insert(stale, upto, deleted=True, table_name=CALL_SUMMARY_TABLE)
         self.store.command(
             f"INSERT INTO {SUMMARY_WATERMARK_TABLE} (Watermark) VALUES (fromUnixTimestamp64Milli({{wm:Int64}}))",
             {"wm": upto},
@@ -272,15 +343,16 @@ class Summarizer:
         since = self.inflight()
         return now_ms - 1 if since is None else min(now_ms, int(since * 1000)) - 1
 
-    def _insert(self, table: pa.Table, version: int, *, deleted: bool = False) -> None:
+    def _insert(self, table: pa.Table, version: int, *, deleted: bool = False,
+                table_name: str = TASK_SUMMARY_TABLE) -> None:  # fmt: skip
         n = table.num_rows
         table = table.append_column("Version", pa.array([version] * n, pa.uint64()))
         table = table.append_column("IsDeleted", pa.array([int(deleted)] * n, pa.uint8()))
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as w:
             w.write_table(table)
-        self.store.insert_arrow(TASK_SUMMARY_TABLE, table.column_names, sink.getvalue().to_pybytes())
-        if not deleted:
+        self.store.insert_arrow(table_name, table.column_names, sink.getvalue().to_pybytes())
+        if not deleted and table_name == TASK_SUMMARY_TABLE:
             self.rows_written += n
             if self.metrics:
                 self.metrics.summarized.inc(n)

@@ -193,13 +193,12 @@ def test_overview_unit_economics_and_anomaly_inputs_equal_the_reference(env):
     assert sum(i["tasks"] for i in econ["items"]) == len(want)
     assert sum(i["llm_calls"] for i in econ["items"]) == sum(w["llm_calls"] for w in want.values())
     assert sum(i["input_tokens"] for i in econ["items"]) == sum(w["input_tokens"] for w in want.values())
-    # the anomaly query's per-task inputs: the window's tasks (its calls are every task's in those hours; the query
-    # joins them to the roots) ...
+    # the anomaly query's per-task inputs: the window's tasks ...
     base_ms = SCOPE.start_ms - 24 * 3_600_000
     params = {**SCOPE.params(), "base_ms": base_ms, "bend_ms": SCOPE.start_ms, "base": "[]", "min_samples": 20,
               "wm_ms": summary.watermark(store)}  # fmt: skip
-    head = analytics_anomalies.ANOMALIES_SQL.split("SELECT * FROM (", 1)[0]
-    got = store.query(f"{head} SELECT TraceId, cost, i, llm_calls AS n FROM roots WHERE cur AND n > 0", params)
+    head = analytics_anomalies.ANOMALIES_SQL.rsplit("SELECT * FROM (", 1)[0]
+    got = store.query(f"{head} SELECT TraceId, cost, i, llm_calls AS n FROM roots WHERE n > 0", params)
     got = {r["TraceId"]: r for r in got}
     assert set(got) == {t for t, w in want.items() if w["llm_calls"]}
     for tid, r in got.items():
@@ -276,6 +275,36 @@ def test_backfill_builds_the_same_rollups_from_existing_spans(env):
             store.command(f"INSERT INTO agentwatch_migrations (Version, Name) VALUES ({m.version}, 'x')")
         assert {5, 6} <= set(migrate(store))
         _check_tasks(store, [*rest, held])
+    finally:
+        store.close()
+
+
+def test_upgrading_a_summarized_store_resets_the_watermark_so_calls_are_summarized_too(env):
+    """Migration 8 on a store the summarizer of migration 7 kept: its watermark covered tasks, not calls."""
+    main, _, rest, held = env
+    store = ChdbStore(main.path.parent, database="upgrade7")
+    try:
+        from agentwatch.collector import migrations as M
+
+        store.command(
+            "CREATE TABLE IF NOT EXISTS agentwatch_migrations "
+            "(Version UInt32, Name String, AppliedAt DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY Version"
+        )
+        for m in (m for m in M.MIGRATIONS if m.version <= 7):
+            for sql in m.statements(Target()):
+                store.command(sql)
+            store.command(f"INSERT INTO agentwatch_migrations (Version, Name) VALUES ({m.version}, 'x')")
+        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([*rest, held])))
+        store.command(f"INSERT INTO {M.SUMMARY_WATERMARK_TABLE} (Watermark) VALUES (now64(3))")
+        assert summary.watermark(store) > 0
+        assert 8 in migrate(store)
+        assert summary.watermark(store) == 0  # every read computes from the rollups until the summarizer caught up
+        computed = queries.overview(store, SCOPE)
+        summary.Summarizer(store, lag=0.0, chunk=3600).catch_up()
+        assert queries.overview(store, SCOPE) == computed and computed["llm_calls"] > 0
+        n = store.query(f"SELECT count() AS n FROM {M.CALL_SUMMARY_TABLE} FINAL")[0]["n"]
+        raw = f"SELECT uniqExact(TraceId, CallKey) AS n FROM {SPANS_TABLE} WHERE Kind = 'llm'"
+        assert n == store.query(raw)[0]["n"]
     finally:
         store.close()
 
@@ -391,7 +420,8 @@ def test_spend_spikes_equal_hourly_spend_computed_over_the_spans(env):
 
 # --- per-task summaries (migration 7, collector/summary.py) -------------------------------------------------------
 def _answers(store) -> tuple:
-    return (_api_tasks(store), analytics_stats.unit_economics(store, SCOPE, group_by="name"),
+    return (_api_tasks(store), queries.overview(store, SCOPE),
+            analytics_stats.unit_economics(store, SCOPE, group_by="name"),
             analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24),
             analytics_drift.drift(store, SCOPE, baseline_hours=24))  # fmt: skip
 
@@ -454,6 +484,64 @@ def test_summaries_give_the_same_answers_and_are_what_reads_serve(env):
     assert row["Version"] == summary.watermark(store)
     assert row["LlmCalls"] == reference([*rows, late], SCOPE.start_ms, SCOPE.end_ms)[tid]["llm_calls"]
     _check_tasks(store, [*rows, late])
+
+
+def test_the_overview_and_token_bombs_serve_the_call_summaries_until_the_trace_gets_new_spans(env):
+    store, fleet, rest, held = env
+    summary.Summarizer(store, lag=0.0).catch_up()
+    before = queries.overview(store, SCOPE)
+    calls = store.query(
+        f"SELECT count() AS n FROM {summary.CALL_SUMMARY_TABLE} FINAL WHERE ProjectId = {{p:String}}"
+        " AND Ts >= fromUnixTimestamp64Milli({lo:Int64}) AND Ts < fromUnixTimestamp64Milli({hi:Int64})",
+        {"p": CFG.project, "lo": SCOPE.start_ms, "hi": SCOPE.end_ms},
+    )[0]["n"]
+    assert calls == before["llm_calls"] > 0
+    # a planted bomb's call row, doctored (newer version): the overview and the bombs read it ...
+    tid, sid = next((t, s) for t, s in fleet.truth.bombs.items() if t in fleet.truth.current_tasks)
+    doctor = (
+        f"INSERT INTO {summary.CALL_SUMMARY_TABLE} SELECT * REPLACE ({{i:UInt64}} AS InputTokens,"
+        f" Version + 1 AS Version) FROM {summary.CALL_SUMMARY_TABLE} FINAL WHERE ProjectId = {{p:String}}"
+        " AND TraceId = {t:String} AND SpanId = {s:String}"
+    )
+    (row,) = store.query(
+        f"SELECT InputTokens FROM {summary.CALL_SUMMARY_TABLE} FINAL"
+        " WHERE TraceId = {t:String} AND SpanId = {s:String}",
+        {"t": tid, "s": sid},
+    )
+    store.command(doctor, {"p": CFG.project, "t": tid, "s": sid, "i": row["InputTokens"] + 1_000_000})
+    assert queries.overview(store, SCOPE)["input_tokens"] == before["input_tokens"] + 1_000_000
+    bomb = next(b for b in analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24)["token_bombs"]
+                if (b["trace_id"], b["span_id"]) == (tid, sid))  # fmt: skip
+    assert bomb["input_tokens"] == row["InputTokens"] + 1_000_000
+    # ... until a span of that trace arrives (here one re-sent: it changes no figure): its calls are computed from
+    # the rollups again, then summarized anew
+    span = next(r for r in rest if r["TraceId"] == tid and r["ParentSpanId"])
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([span])))
+    assert queries.overview(store, SCOPE)["input_tokens"] == before["input_tokens"]
+    summary.Summarizer(store, lag=0.0).catch_up()
+    assert queries.overview(store, SCOPE) == before
+
+
+def test_a_call_whose_first_span_moves_to_another_hour_keeps_one_summary_row(env):
+    store, _, rest, _ = env
+    project, tid = "call-moves", "cd" * 16
+    call = next(r for r in rest if dict(r["SpanAttributes"]).get("gen_ai.operation.name") == "chat")
+    t0 = CFG.current_start_ms * 1_000_000 + 90 * 60 * 10**9  # hh:30, an hour and a half into the window
+    span = {**call, "ProjectId": project, "TraceId": tid, "Timestamp": t0}
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([span])))
+    s = summary.Summarizer(store, lag=0.0)
+    s.catch_up()
+    # a second span of the same call (same response id) an hour earlier: the call's first span is now that one
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([{**span, "SpanId": "beef" * 4,
+                                                                   "Timestamp": t0 - 3600 * 10**9}])))  # fmt: skip
+    s.catch_up()
+    rows = store.query(
+        f"SELECT toUnixTimestamp(Hour) AS hour FROM {summary.CALL_SUMMARY_TABLE} FINAL WHERE ProjectId = {{p:String}}",
+        {"p": project},
+    )
+    assert [r["hour"] for r in rows] == [(t0 - 3600 * 10**9) // 10**9 // 3600 * 3600]
+    scope = queries.Scope(project, CFG.current_start_ms, CFG.current_end_ms)
+    assert queries.overview(store, scope)["llm_calls"] == 1
 
 
 def test_a_task_whose_root_moves_to_another_hour_keeps_one_summary_row(env):
