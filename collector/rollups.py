@@ -44,13 +44,14 @@ def members_where(lo: str) -> str:
     )
 
 
-def calls(where: str) -> str:
+def calls(where: str, extra: str = "") -> str:
     """One row per LLM call (max of each field over the call's spans): TraceId, CallKey, ts (first span's start),
-    span_id (first span), i, o, cr, cw, rt (tokens), c (cost, NULL = unpriced), d (duration ns), model, service."""
+    span_id (first span), i, o, cr, cw, rt (tokens), c (cost, NULL = unpriced), d (duration ns), model, service;
+    ``extra``: more aggregates."""
     return f"""SELECT TraceId, CallKey, min(First) AS first, first.ts AS ts, first.span_id AS span_id,
        max(InputTokens) AS i, max(OutputTokens) AS o, max(CacheReadTokens) AS cr, max(CacheWriteTokens) AS cw,
        max(ReasoningTokens) AS rt, max(CostUsd) AS c, max(Duration) AS d, max(Model) AS model,
-       max(ServiceName) AS service
+       max(ServiceName) AS service{", " + extra if extra else ""}
 FROM {LLM_CALLS_TABLE} WHERE {where}
 GROUP BY TraceId, CallKey"""
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from agentwatch.collector import rollups as R
 from agentwatch.collector.metrics import Metrics
@@ -84,8 +85,10 @@ def _bounds(ids: str) -> str:
 
 def _max_roots(ids: str, bounds: str) -> str:
     """``TraceId``, ``r`` (the root tuple, collector/rollups.py) of the traces of the CTE ``ids``, over their extent
-    (the CTE ``bounds``); ``r.has`` is 0 for a trace whose root has not arrived."""
-    return f"""SELECT TraceId, max(Root) AS r FROM {TASK_ROLLUP_TABLE}
+    (the CTE ``bounds``; ``r.has`` is 0 for a trace whose root has not arrived), and ``root_hours``, the hours
+    holding a root of the trace."""
+    return f"""SELECT TraceId, max(Root) AS r, groupUniqArrayIf(Hour, Root.has = 1) AS root_hours
+        FROM {TASK_ROLLUP_TABLE}
         WHERE (SELECT lo FROM {bounds}) IS NOT NULL AND ProjectId = {{project:String}}
           AND Hour >= toStartOfHour((SELECT lo FROM {bounds})) AND Hour <= (SELECT hi FROM {bounds})
           AND TraceId IN (SELECT TraceId FROM {ids})
@@ -113,7 +116,7 @@ def compute_ctes(cand_sql: str, root_where: str = "1") -> str:
 s_roots AS MATERIALIZED (
     SELECT TraceId, r.ts AS ts, r.dur AS dur, r.service AS service, r.name AS name, r.span_name AS span_name,
            r.outcome AS outcome, r.error_type AS error_type, r.conversation_id AS conversation_id,
-           r.session_id AS session_id, r.user_id AS user_id
+           r.session_id AS session_id, r.user_id AS user_id, root_hours
     FROM ({_max_roots("s_cand", "s_bounds")}) WHERE r.has = 1 AND ({root_where})
 ),
 s_calls AS (
@@ -134,7 +137,7 @@ s_tasks AS (
            toFloat64(ifNull(priced_cost, 0)) AS CostUsd, toUInt32(ifNull(unpriced_calls, 0)) AS UnpricedCalls,
            arrayFilter(m -> m != '', ifNull(models, [])) AS Models, toUInt32(ifNull(steps, 1)) AS Steps,
            toUInt32(ifNull(tool_calls, 0)) AS ToolCalls, toUInt32(ifNull(errors, 0)) AS Errors,
-           toUInt32(ifNull(max_repeats, 0)) AS MaxRepeats
+           toUInt32(ifNull(max_repeats, 0)) AS MaxRepeats, arrayFilter(h -> h != Hour, root_hours) AS StaleHours
     FROM s_roots LEFT JOIN s_calls USING TraceId LEFT JOIN s_spans USING TraceId
     SETTINGS join_use_nulls = 1
 )"""
@@ -167,13 +170,14 @@ s_window AS (
 )"""
 
 
-def _call_rows(calls: str, roots: str) -> str:
+def _call_rows(calls: str, roots: str, extra: str = "") -> str:
     """``CALL_COLUMNS`` of the calls of ``calls`` (a table, or a subquery of collector/rollups.py ``calls``), each
     with its task's root (from ``roots``: TraceId, service, name; a trace whose root has not arrived: HasRoot 0)."""
     return f"""SELECT {{project:String}} AS ProjectId, toStartOfHour(c.ts) AS Hour, c.TraceId AS TraceId,
        c.CallKey AS CallKey, c.span_id AS SpanId, c.ts AS Ts, c.service AS ServiceName, r.has AS HasRoot,
        r.service AS RootService, r.name AS RootName, c.model AS Model, c.i AS InputTokens, c.o AS OutputTokens,
-       c.cr AS CacheReadTokens, c.cw AS CacheWriteTokens, c.rt AS ReasoningTokens, c.c AS CostUsd, c.d AS Duration
+       c.cr AS CacheReadTokens, c.cw AS CacheWriteTokens, c.rt AS ReasoningTokens, c.c AS CostUsd,
+       c.d AS Duration{extra}
 FROM {calls} AS c
 LEFT JOIN (SELECT TraceId, service, name, toUInt8(1) AS has FROM {roots}) AS r ON c.TraceId = r.TraceId"""
 
@@ -220,31 +224,30 @@ SELECT toUnixTimestamp64Milli(now64(3)) AS now_ms,
        toUnixTimestamp64Milli(minOrNull(IngestedAt)) AS first_ms
 FROM {SPANS_TABLE} WHERE IngestedAt > fromUnixTimestamp64Milli({{after:Int64}})
 """
-_COMPUTE_SQL = f"WITH {compute_ctes(dirty_ids('after', 'upto'))}\nSELECT {_COLS} FROM s_tasks"
-# the calls of the pass's traces (root or not yet), over the traces' whole extent
+# with StaleHours: the other hours holding a root of the task, where an earlier row of it may be (the row is under
+# its latest root's hour): the pass writes a tombstone there (where no row was, a tombstone is harmless)
+_COMPUTE_SQL = f"WITH {compute_ctes(dirty_ids('after', 'upto'))}\nSELECT {_COLS}, StaleHours FROM s_tasks"
+# the calls of the pass's traces (root or not yet), over the traces' whole extent; StaleHours: the other hours the
+# call's spans are in, where an earlier row of it may be (the row is under its first span's hour, which only moves
+# earlier)
 _CALLS_COMPUTE_SQL = f"""WITH {compute_ctes(dirty_ids("after", "upto"))}
 {_call_rows("(" + R.calls(
     "(SELECT lo FROM s_bounds) IS NOT NULL AND ProjectId = {project:String}"
     " AND Hour >= toStartOfHour((SELECT lo FROM s_bounds)) AND Hour <= (SELECT hi FROM s_bounds)"
-    " AND TraceId IN (SELECT TraceId FROM s_cand)") + ")", "s_roots")}"""
-# rows of the pass's traces under a key the pass did not rewrite: their root moved to another hour
-_STALE_SQL = f"""
-WITH {_cand_ctes(dirty_ids("after", "upto"))}
-SELECT ProjectId, Hour, TraceId FROM {TASK_SUMMARY_TABLE} FINAL
-WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
-  AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_cand)
-  AND Version < {{version:UInt64}}
-"""
-_CALLS_STALE_SQL = f"""
-WITH {_cand_ctes(dirty_ids("after", "upto"))}
-SELECT ProjectId, Hour, TraceId, CallKey FROM {CALL_SUMMARY_TABLE} FINAL
-WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
-  AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_cand)
-  AND Version < {{version:UInt64}}
-"""
-
+    " AND TraceId IN (SELECT TraceId FROM s_cand)", extra="groupUniqArray(Hour) AS hours") + ")", "s_roots",
+    extra=", arrayFilter(h -> h != toStartOfHour(c.ts), c.hours) AS StaleHours")}"""
 
 TARGET_TASKS = 100_000  # tasks a catching-up pass aims at: bounded memory and time, few passes
+
+
+def _split_stale(table: pa.Table, keys: list[str]) -> tuple[pa.Table, pa.Table]:
+    """The rows to write (without ``StaleHours``) and the tombstones: ``keys`` and ``Hour`` for each stale hour."""
+    hours = table.column("StaleHours")
+    rows = table.drop_columns(["StaleHours"])
+    flat = pc.list_flatten(hours)
+    parents = pc.list_parent_indices(hours)
+    stale = rows.select(keys).take(parents).append_column("Hour", flat.cast(rows.schema.field("Hour").type))
+    return rows, stale
 
 
 class Summarizer:
@@ -309,19 +312,18 @@ class Summarizer:
         tasks = 0
         for row in self.store.query(_PROJECTS_SQL, params):
             p = {**params, "project": row["ProjectId"]}
-            table = self.store.query_arrow(_COMPUTE_SQL, p)
-            tasks += table.num_rows
-            if table.num_rows:
-                self._insert(table, upto)
-            stale = self.store.query_arrow(_STALE_SQL, p)
-            if stale.num_rows:
-                self._insert(stale, upto, deleted=True)
-            calls = self.store.query_arrow(_CALLS_COMPUTE_SQL, p)
-            if calls.num_rows:
-                self._insert(calls, upto, table_name=CALL_SUMMARY_TABLE)
-            stale = self.store.query_arrow(_CALLS_STALE_SQL, p)
-            if stale.num_rows:
-                self._insert(stale, upto, deleted=True, table_name=CALL_SUMMARY_TABLE)
+            for sql, target, keys in (
+                (_COMPUTE_SQL, TASK_SUMMARY_TABLE, ["ProjectId", "TraceId"]),
+                (_CALLS_COMPUTE_SQL, CALL_SUMMARY_TABLE, ["ProjectId", "TraceId", "CallKey"]),
+            ):
+                table = self.store.query_arrow(sql, p)
+                if target == TASK_SUMMARY_TABLE:
+                    tasks += table.num_rows
+                rows, stale = _split_stale(table, keys)
+                if rows.num_rows:
+                    self._insert(rows, upto, table_name=target)
+                if stale.num_rows:
+                    self._insert(stale, upto, deleted=True, table_name=target)
         self.store.command(
             f"INSERT INTO {SUMMARY_WATERMARK_TABLE} (Watermark) VALUES (fromUnixTimestamp64Milli({{wm:Int64}}))",
             {"wm": upto},
