@@ -1,17 +1,20 @@
 """Per-task summaries (``task_summary``, migration 7): one row per task, so the task list, cost anomalies and drift
-read one row a task instead of merging the rollups' per-span states for every task of a window.
+read one row a task instead of merging the rollups' per-span states for every task of a window; and per-call
+summaries (``call_summary``, migration 8): one row per LLM call with its task's service and name, so the overview's
+call totals and token bombs read one row a call instead of grouping the rollup's rows and joining them to the roots.
 
-The summarizer (a thread of the collector) keeps the table: every ``interval`` seconds it takes the traces with
+The summarizer (a thread of the collector) keeps the tables: every ``interval`` seconds it takes the traces with
 spans ingested since its watermark (``IngestedAt``, the store's clock) and up to a limit below which every insert
-is visible, computes their tasks from the rollups (``compute_ctes``: the same SQL the reads use for the rest) and
-writes them with the new watermark as their version. The limit: with the embedded store the collector's writer is
-the only writer, so it is the start of the insert in progress (if any); with a ClickHouse server, where other
-collectors or a stock OpenTelemetry Collector may insert too, ``lag`` seconds ago (an insert whose rows were
+is visible, computes their tasks and calls from the rollups (``compute_ctes``: the same SQL the reads use for the
+rest) and writes them with the new watermark as their version. The limit: with the embedded store the collector's
+writer is the only writer, so it is the start of the insert in progress (if any); with a ClickHouse server, where
+other collectors or a stock OpenTelemetry Collector may insert too, ``lag`` seconds ago (an insert whose rows were
 stamped before it became visible).
 
-Reads (``window_ctes``) take the summary rows of the window's tasks with no span ingested after the watermark, and
-compute the others from the rollups: the tasks still running or just touched, and every task of a store the
-summarizer never ran on. So a read is exact at any moment; the summary only makes it cheaper.
+Reads (``window_ctes``, ``calls_ctes``) take the summary rows of the window's tasks (calls) with no span of their
+trace ingested after the watermark, and compute the others from the rollups: the tasks still running or just
+touched, and every task of a store the summarizer never ran on. So a read is exact at any moment; the summary only
+makes it cheaper.
 """
 
 from __future__ import annotations
@@ -51,7 +54,6 @@ CALL_COLUMNS = [
     "Model", "InputTokens", "OutputTokens", "CacheReadTokens", "CacheWriteTokens", "ReasoningTokens", "CostUsd",
     "Duration",
 ]  # fmt: skip
-_CALL_COLS = ", ".join(CALL_COLUMNS)
 
 
 def _ingested(after: str, upto: str | None) -> str:
@@ -251,7 +253,7 @@ def _split_stale(table: pa.Table, keys: list[str]) -> tuple[pa.Table, pa.Table]:
 
 
 class Summarizer:
-    """Keeps ``task_summary`` up to date, one pass every ``interval`` seconds, in a daemon thread.
+    """Keeps ``task_summary`` and ``call_summary`` up to date, one pass every ``interval`` seconds, in a daemon thread.
 
     A pass covers the spans ingested in (watermark, min(limit, watermark + chunk)] (``_limit``): a store loaded
     before the summarizer existed is caught up chunk by chunk (``catch_up``, with a progress line), each chunk of
