@@ -356,10 +356,14 @@ class Summarizer:
         with pa.ipc.new_stream(sink, table.schema) as w:
             w.write_table(table)
         self.store.insert_arrow(table_name, table.column_names, sink.getvalue().to_pybytes())
-        if not deleted and table_name == TASK_SUMMARY_TABLE:
+        if deleted:
+            return
+        if table_name == TASK_SUMMARY_TABLE:
             self.rows_written += n
             if self.metrics:
                 self.metrics.summarized.inc(n)
+        elif self.metrics:
+            self.metrics.calls_summarized.inc(n)
 
     def catch_up(self, *, progress: bool = False) -> int:
         """Run passes until the summary is as fresh as the lag allows; returns the rows written."""

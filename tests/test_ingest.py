@@ -316,9 +316,15 @@ def test_the_summarizer_writes_tasks_in_the_background_and_reads_stay_the_same(c
     stored_at = time.time()
     live = collector.api("/api/v1/tasks", service=service)
     assert [t["trace_id"] for t in live["items"]] == [tid]
-    # the summarizer's watermark passes the trace's ingest time: its row is what the reads serve now
+    overview = collector.api("/api/v1/overview", service=service)
+    assert overview["llm_calls"] == 1 and overview["input_tokens"] == live["items"][0]["input_tokens"]
+    # the summarizer's watermark passes the trace's ingest time: its rows are what the reads serve now
     collector.wait_for(lambda: _metric(collector, "agentwatch_summary_watermark_seconds") > stored_at,
                        what="the summarizer's watermark")  # fmt: skip
     assert _metric(collector, "agentwatch_tasks_summarized_total") >= 1
+    assert _metric(collector, "agentwatch_calls_summarized_total") >= 1
     assert collector.api("/api/v1/tasks", service=service) == live
+    now = collector.api("/api/v1/overview", service=service)
+    assert {k: v for k, v in now.items() if k not in ("from", "to")} == {
+        k: v for k, v in overview.items() if k not in ("from", "to")}  # the default window moved on
     assert collector.get("/readyz", key=None).json()["summarizer_error"] is None
