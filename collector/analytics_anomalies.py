@@ -64,7 +64,7 @@ _CALLS = (
 # per key: (kind, service, name, model, n, median, MAD) — of log task cost per (service, name), of log input tokens
 # per call site (service, name, model), and of the hourly spend per service (not log; hours before from's hour)
 BASELINE_SQL = f"""
-WITH {S.window_ctes("base_ms", "bend_ms")},{S.calls_ctes("base_ms", "bend_ms")},
+WITH {S.window_ctes("base_ms", "bend_ms")},{S.calls_ctes("base_ms", "bend_ms", dirty_cte="s_dirty")},
 calls AS MATERIALIZED ({_CALLS}),
 bomb_x AS ({_BOMB_X}),
 hours AS ({_HOURS})
@@ -133,7 +133,7 @@ base AS (
     FROM (SELECT arrayJoin(JSONExtract({{base:String}}, '{_BASELINE_TYPE}')) AS b)
 )"""
 ANOMALIES_SQL = f"""
-WITH {S.window_ctes("from_ms", "to_ms")},{S.calls_ctes("from_ms", "to_ms")},
+WITH {S.window_ctes("from_ms", "to_ms")},{S.calls_ctes("from_ms", "to_ms", dirty_cte="s_dirty")},
 roots AS (
     SELECT TraceId, ServiceName AS service, Name AS name, Start AS ts, CostUsd AS cost, InputTokens AS i,
            OutputTokens AS o, LlmCalls AS llm_calls

@@ -184,19 +184,21 @@ FROM {calls} AS c
 LEFT JOIN (SELECT TraceId, service, name, toUInt8(1) AS has FROM {roots}) AS r ON c.TraceId = r.TraceId"""
 
 
-def calls_ctes(lo: str = "from_ms", hi: str = "to_ms") -> str:
+def calls_ctes(lo: str = "from_ms", hi: str = "to_ms", *, dirty_cte: str = "") -> str:
     """CTEs ending in ``c_window``: the LLM calls (``CALL_COLUMNS`` but ProjectId and Hour) whose first span starts in
     [lo, hi), of the scope's service: from ``call_summary`` for the traces with no span ingested after the watermark
     ``{wm_ms}``, computed from the rollups (with their roots) for the others. Params: project, service, wm_ms, lo,
-    hi."""
+    hi. ``dirty_cte``: the name of a CTE of the statement that holds the dirty traces already (``s_dirty`` of
+    ``window_ctes``), read once instead of twice."""
     hours = f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)}"
     svc = " AND ({service:String} = '' OR ServiceName = {service:String})"
-    dirty_ = "cityHash64(TraceId) IN (SELECT h FROM c_dirty)"
+    d = dirty_cte or "c_dirty"
+    dirty_ = f"cityHash64(TraceId) IN (SELECT h FROM {d})"
     cols = ", ".join(c for c in CALL_COLUMNS if c not in ("ProjectId", "Hour"))
-    return f"""
-c_dirty AS MATERIALIZED ({dirty("wm_ms")}),
+    own = "" if dirty_cte else f"\nc_dirty AS MATERIALIZED ({dirty('wm_ms')}),"
+    return f"""{own}
 c_live AS MATERIALIZED (
-    SELECT * FROM ({R.calls(f"(SELECT count() FROM c_dirty) > 0 AND {hours}{svc} AND {dirty_}")})
+    SELECT * FROM ({R.calls(f"(SELECT count() FROM {d}) > 0 AND {hours}{svc} AND {dirty_}")})
     WHERE ts >= {R.ms(lo)} AND ts < {R.ms(hi)}
 ),
 c_bounds AS MATERIALIZED ({_bounds("c_live")}),
