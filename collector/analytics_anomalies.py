@@ -82,32 +82,33 @@ _BASELINE_TYPE = "Array(Tuple(String, String, String, String, UInt64, Float64, F
 # own points as a fallback. One GROUP BY over the points (an array of the window's values per key, then the points
 # unrolled with their key's median and spread): evaluated once, not once per statistic. ARRAY JOIN, not
 # arrayJoin(): with the function, the score filter is pushed below the join and the medians recomputed per row.
-_SCORE = """
-{name} AS (
-    SELECT {keys}, use_b, n, med, spread, p
-    FROM (
-        SELECT {keys}, cp, nb >= {{min_samples:UInt32}} AS use_b, if(use_b, nb, nc) AS n,
+# a key's robust statistics: from the baseline (nb, bmed, bmad) when it has ``min_samples`` points, else from the
+# window's own values (xc, nc)
+_STATS = f"""nb >= {{min_samples:UInt32}} AS use_b, if(use_b, nb, nc) AS n,
                if(use_b, bmed, arrayReduce('medianExact', xc)) AS med,
-               greatest({mad_scale} * if(use_b, bmad, arrayReduce('medianExact', arrayMap(v -> abs(v - med), xc))),
-                        {min_spread}) AS spread
+               greatest({MAD_SCALE} * if(use_b, bmad, arrayReduce('medianExact', arrayMap(v -> abs(v - med), xc))),
+                        {MIN_LOG_SPREAD}) AS spread"""
+_SCORE = f"""
+{{name}} AS (
+    SELECT {{keys}}, use_b, n, med, spread, p
+    FROM (
+        SELECT {{keys}}, cp, {_STATS.replace("{", "{{").replace("}", "}}")}
         FROM (
-            SELECT {keys}, groupArray(x) AS xc, length(xc) AS nc, groupArray(({payload})) AS cp
-            FROM {source} GROUP BY {keys}
+            SELECT {{keys}}, groupArray(x) AS xc, length(xc) AS nc, groupArray(({{payload}})) AS cp
+            FROM {{source}} GROUP BY {{keys}}
         ) AS k
-        LEFT JOIN (SELECT {keys}, n AS nb, med AS bmed, mad AS bmad FROM base WHERE kind = '{kind}') AS b USING ({keys})
-        WHERE nb >= {{min_samples:UInt32}} OR nc >= {{min_samples:UInt32}}
+        LEFT JOIN (SELECT {{keys}}, n AS nb, med AS bmed, mad AS bmad FROM base WHERE kind = '{{kind}}') AS b
+            USING ({{keys}})
+        WHERE nb >= {{{{min_samples:UInt32}}}} OR nc >= {{{{min_samples:UInt32}}}}
     ) ARRAY JOIN cp AS p
 )"""
 
 # Token bombs are ~1.7M points a day at 10M spans: their key's statistics (median and spread, from the baseline or
 # the window's own points) are one row per call site, joined back to the points by the site's 64-bit hash (carrying
 # every point's fields through an array per key, as ``_SCORE`` does, cost ~1 s there).
-_BOMB_STATS = """
+_BOMB_STATS = f"""
 bomb_stats AS (
-    SELECT k, nb >= {{min_samples:UInt32}} AS use_b, if(use_b, nb, nc) AS n,
-           if(use_b, bmed, arrayReduce('medianExact', xc)) AS med,
-           greatest({mad_scale} * if(use_b, bmad, arrayReduce('medianExact', arrayMap(v -> abs(v - med), xc))),
-                    {min_spread}) AS spread
+    SELECT k, {_STATS}
     FROM (SELECT k, groupArray(x) AS xc, length(xc) AS nc FROM bomb_pts GROUP BY k) AS kk
     LEFT JOIN (
         SELECT cityHash64(service, name, model) AS k, n AS nb, med AS bmed, mad AS bmad FROM base WHERE kind = 'bomb'
@@ -117,10 +118,7 @@ bomb_stats AS (
 
 
 def _score_cte(name: str, kind: str, source: str, keys: str, payload: str) -> str:
-    return _SCORE.format(
-        name=name, kind=kind, source=source, keys=keys, payload=payload, mad_scale=MAD_SCALE,
-        min_spread=MIN_LOG_SPREAD,
-    )  # fmt: skip
+    return _SCORE.format(name=name, kind=kind, source=source, keys=keys, payload=payload)
 
 
 # The window's tasks far above their (service, name) baseline, its token bombs and its hourly spend against the
@@ -146,7 +144,7 @@ task_pts AS (
 ),
 {_score_cte("task_scored", "task", "task_pts", "service, name", "TraceId, ts, cost, i, o, llm_calls, x")},
 bomb_pts AS MATERIALIZED ({_BOMB_X}),
-{_BOMB_STATS.format(mad_scale=MAD_SCALE, min_spread=MIN_LOG_SPREAD).strip()},
+{_BOMB_STATS.strip()},
 hours AS ({_HOURS})
 SELECT * FROM (
     SELECT 'task' AS kind, p.1 AS trace_id, '' AS span_id, service, name, '' AS model,

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentwatch.collector import rollups as R
+from agentwatch.collector import summary as S
 from agentwatch.collector.analytics_common import rnd
-from agentwatch.collector.migrations import SPANS_TABLE, TASK_ROLLUP_TABLE, TRACE_LOOKUP_TABLE
+from agentwatch.collector.migrations import SPANS_TABLE
 from agentwatch.collector.queries import DEFAULT_LOOP_REPEATS, WHERE, QueryError, Scope, iso
 from agentwatch.collector.store import Store
 
@@ -70,15 +71,14 @@ WHERE ts >= {R.ms("from_ms")} AND ts < {R.ms("to_ms")}
 
 
 # roots outside the window of flagged traces that have none in it: a task that began before the window and loops in
-# it is that task (its name, not running), not a root-less one. The trace lookup bounds the rollup's hours.
+# it is that task (its name, not running), not a root-less one. Read as the summarizer reads roots: the task rollup
+# over the traces' extent (the trace lookup's first and last span).
 EARLIER_ROOTS_SQL = f"""
 WITH ids AS (SELECT arrayJoin(splitByChar(',', {{ids:String}})) AS TraceId),
-     (SELECT min(Start) FROM {TRACE_LOOKUP_TABLE} WHERE TraceId IN (SELECT TraceId FROM ids)) AS lo
-SELECT TraceId, max(Root) AS r, if(r.name != '', r.name, r.span_name) AS name
-FROM {TASK_ROLLUP_TABLE}
-WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour(lo) AND Hour < {R.ms("to_ms")}
-  AND TraceId IN (SELECT TraceId FROM ids) AND Root.has = 1 AND Root.ts < {R.ms("from_ms")}
-GROUP BY TraceId
+bounds AS ({S.bounds_sql("ids")})
+SELECT TraceId, if(r.name != '', r.name, r.span_name) AS name
+FROM ({S.max_roots_sql("ids", "bounds")})
+WHERE r.has = 1 AND r.ts < {R.ms("from_ms")}
 """
 
 

@@ -79,21 +79,27 @@ def dirty_ids(after: str, upto: str | None = None) -> str:
 _DIRTY = "cityHash64(TraceId) IN (SELECT h FROM s_dirty)"
 
 
-def _bounds(ids: str) -> str:
+def bounds_sql(ids: str) -> str:
     """lo, hi: the first and last span start of the traces of the CTE ``ids`` (NULL if none)."""
     return f"""SELECT minOrNull(Start) AS lo, maxOrNull(End) AS hi FROM {TRACE_LOOKUP_TABLE}
     WHERE TraceId IN (SELECT TraceId FROM {ids})"""
 
 
-def _max_roots(ids: str, bounds: str) -> str:
+def extent_where(ids: str, bounds: str) -> str:
+    """Rollup rows of the traces of the CTE ``ids`` over their extent (the CTE ``bounds``, from ``bounds_sql``)."""
+    return (
+        f"(SELECT lo FROM {bounds}) IS NOT NULL AND ProjectId = {{project:String}}"
+        f" AND Hour >= toStartOfHour((SELECT lo FROM {bounds})) AND Hour <= (SELECT hi FROM {bounds})"
+        f" AND TraceId IN (SELECT TraceId FROM {ids})"
+    )
+
+
+def max_roots_sql(ids: str, bounds: str) -> str:
     """``TraceId``, ``r`` (the root tuple, collector/rollups.py) of the traces of the CTE ``ids``, over their extent
     (the CTE ``bounds``; ``r.has`` is 0 for a trace whose root has not arrived), and ``root_hours``, the hours
     holding a root of the trace."""
     return f"""SELECT TraceId, max(Root) AS r, groupUniqArrayIf(Hour, Root.has = 1) AS root_hours
-        FROM {TASK_ROLLUP_TABLE}
-        WHERE (SELECT lo FROM {bounds}) IS NOT NULL AND ProjectId = {{project:String}}
-          AND Hour >= toStartOfHour((SELECT lo FROM {bounds})) AND Hour <= (SELECT hi FROM {bounds})
-          AND TraceId IN (SELECT TraceId FROM {ids})
+        FROM {TASK_ROLLUP_TABLE} WHERE {extent_where(ids, bounds)}
         GROUP BY TraceId"""
 
 
@@ -101,7 +107,7 @@ def _cand_ctes(cand_sql: str) -> str:
     """``s_cand`` (the traces to compute) and ``s_bounds`` (lo, hi: their first and last span start, NULL if none)."""
     return f"""
 s_cand AS MATERIALIZED ({cand_sql}),
-s_bounds AS MATERIALIZED ({_bounds("s_cand")})"""
+s_bounds AS MATERIALIZED ({bounds_sql("s_cand")})"""
 
 
 def compute_ctes(cand_sql: str, root_where: str = "1") -> str:
@@ -109,17 +115,13 @@ def compute_ctes(cand_sql: str, root_where: str = "1") -> str:
     root has arrived and passes ``root_where`` (over ``r``, the root tuple of
     collector/rollups.py). Their rollup rows are read over the traces' whole extent (the trace lookup's first and
     last span start)."""
-    members = (
-        "(SELECT lo FROM s_bounds) IS NOT NULL AND ProjectId = {project:String}"
-        " AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))"
-        " AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_roots)"
-    )
+    members = extent_where("s_roots", "s_bounds")
     return f"""{_cand_ctes(cand_sql)},
 s_roots AS MATERIALIZED (
     SELECT TraceId, r.ts AS ts, r.dur AS dur, r.service AS service, r.name AS name, r.span_name AS span_name,
            r.outcome AS outcome, r.error_type AS error_type, r.conversation_id AS conversation_id,
            r.session_id AS session_id, r.user_id AS user_id, root_hours
-    FROM ({_max_roots("s_cand", "s_bounds")}) WHERE r.has = 1 AND ({root_where})
+    FROM ({max_roots_sql("s_cand", "s_bounds")}) WHERE r.has = 1 AND ({root_where})
 ),
 s_calls AS (
     SELECT TraceId, count() AS llm_calls, sum(i) AS input_tokens, sum(o) AS output_tokens,
@@ -201,9 +203,9 @@ c_live AS MATERIALIZED (
     SELECT * FROM ({R.calls(f"(SELECT count() FROM {d}) > 0 AND {hours}{svc} AND {dirty_}")})
     WHERE ts >= {R.ms(lo)} AND ts < {R.ms(hi)}
 ),
-c_bounds AS MATERIALIZED ({_bounds("c_live")}),
+c_bounds AS MATERIALIZED ({bounds_sql("c_live")}),
 c_roots AS MATERIALIZED (
-    SELECT TraceId, r.service AS service, r.name AS name FROM ({_max_roots("c_live", "c_bounds")}) WHERE r.has = 1
+    SELECT TraceId, r.service AS service, r.name AS name FROM ({max_roots_sql("c_live", "c_bounds")}) WHERE r.has = 1
 ),
 c_window AS (
     SELECT {cols} FROM {CALL_SUMMARY_TABLE} FINAL
@@ -235,11 +237,8 @@ _COMPUTE_SQL = f"WITH {compute_ctes(dirty_ids('after', 'upto'))}\nSELECT {_COLS}
 # call's spans are in, where an earlier row of it may be (the row is under its first span's hour, which only moves
 # earlier)
 _CALLS_COMPUTE_SQL = f"""WITH {compute_ctes(dirty_ids("after", "upto"))}
-{_call_rows("(" + R.calls(
-    "(SELECT lo FROM s_bounds) IS NOT NULL AND ProjectId = {project:String}"
-    " AND Hour >= toStartOfHour((SELECT lo FROM s_bounds)) AND Hour <= (SELECT hi FROM s_bounds)"
-    " AND TraceId IN (SELECT TraceId FROM s_cand)", extra="groupUniqArray(Hour) AS hours") + ")", "s_roots",
-    extra=", arrayFilter(h -> h != toStartOfHour(c.ts), c.hours) AS StaleHours")}"""
+{_call_rows("(" + R.calls(extent_where("s_cand", "s_bounds"), extra="groupUniqArray(Hour) AS hours") + ")",
+            "s_roots", extra=", arrayFilter(h -> h != toStartOfHour(c.ts), c.hours) AS StaleHours")}"""
 
 TARGET_TASKS = 100_000  # tasks a catching-up pass aims at: bounded memory and time, few passes
 
