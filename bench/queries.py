@@ -102,10 +102,11 @@ def run(cfg: F.FleetConfig, data_dir: Path, only: list[str]) -> None:
     )[0]["TraceId"]
     cases = {
         "overview (24 h)": lambda: queries.overview(store, scope),
-        "tasks, top 50 by cost (24 h)": lambda: queries.tasks(store, scope, queries.TaskFilter(sort="cost")),
+        "tasks, top 100 by cost (24 h)": lambda: queries.tasks(store, scope, queries.TaskFilter(sort="cost",
+                                                                                              limit=100)),
         "one trace by id": lambda: queries.trace(store, cfg.project, tid),
-        "latency p50/p95/p99 by model, auto buckets": lambda: analytics_stats.latency(
-            store, scope, kind="llm", group_by="model"),
+        "latency p50/p95/p99 by model, by minute": lambda: analytics_stats.latency(
+            store, scope, kind="llm", group_by="model", interval=60),
         "tools": lambda: analytics_stats.tools(store, scope),
         "loops": lambda: analytics_loops.loops(store, scope),
         "cost anomalies + token bombs (7 d baseline)": lambda: analytics_anomalies.cost_anomalies(store, scope),

@@ -9,6 +9,11 @@ sorted by time, adjacent comparisons; MEASUREMENTS.md: ~5x faster than window fu
 span: a task still running (its root not exported yet) is found as soon as its tool spans arrive
 (``running: true``). The flagged traces' LLM calls are then read to price the loop: the calls that started
 after the loop's first tool call and up to its last are the ones that kept it going (``wasted_*``).
+
+The summarizer (collector/summary.py) runs the same detection over each trace it summarizes, whole, and keeps its
+longest loop of each pattern in ``loop_summary`` (migration 9, ``summary_rows``). A read takes those rows for the
+traces wholly inside its window with no span ingested since (``SUMMARY_TOP_SQL``) and does the work above for the
+others only (``LIVE_SQL``); both sides give their top of the page, merged here.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from agentwatch.collector import rollups as R
 from agentwatch.collector import summary as S
 from agentwatch.collector.analytics_common import rnd
-from agentwatch.collector.migrations import SPANS_TABLE
+from agentwatch.collector.migrations import LOOP_SUMMARY_TABLE, SPANS_TABLE, TRACE_LOOKUP_TABLE
 from agentwatch.collector.queries import DEFAULT_LOOP_REPEATS, WHERE, QueryError, Scope, iso
-from agentwatch.collector.store import Store
+from agentwatch.collector.store import Store, parallel
 
 PATTERNS = ("repeat", "cycle", "error")
 
@@ -31,42 +38,148 @@ def _longest_run(flags: str) -> str:
     return f"arrayMax(arrayCumSumNonNegative(arrayMap(x -> if(x, toInt64(1), toInt64(-1000000000)), {flags})))"
 
 
-# candidates: traces whose tool sequence has a loop of any pattern; params: scope + repeats
-CANDIDATES_SQL = f"""
-WITH per_task AS (
-    SELECT TraceId, any(ServiceName) AS service, countIf(ParentSpanId = '') AS roots,
-           anyIf(if(TaskName != '', TaskName, SpanName), ParentSpanId = '') AS root_name,
-           anyIf(TaskName, TaskName != '') AS span_task_name,
-           arraySort(x -> x.1, groupArrayIf((toUnixTimestamp64Nano(Timestamp), ToolName, ToolArgsHash, ErrorType,
-                                             Duration), Kind = 'tool')) AS tl,
-           arrayMap(x -> concat(x.2, '#', x.3), tl) AS k,
-           arrayMap(x -> if(x.4 != '', concat(x.2, '!', x.4), ''), tl) AS e,
-           {_longest_run("arrayMap(i -> k[i] = k[i - 1], range(2, length(k) + 1))")} + 1 AS rep,
-           intDiv({_longest_run("arrayMap(i -> k[i] = k[i - 2] AND k[i] != k[i - 1], range(3, length(k) + 1))")} + 2,
-                  2) AS cyc,
-           {_longest_run("arrayMap(i -> e[i] != '' AND e[i] = e[i - 1], range(2, length(e) + 1))")} + 1 AS err
-    FROM {SPANS_TABLE} FINAL
-    WHERE {WHERE} AND (Kind = 'tool' OR ParentSpanId = '')
+def _candidates(where: str, having: str) -> str:
+    """Per trace (spans of ``where``): its service(s), roots, names and time-ordered tool calls ``tl``, and the
+    longest run of each pattern (``rep``, ``cyc``, ``err``), for the traces passing ``having``."""
+    return f"""
+SELECT TraceId, any(ServiceName) AS service, groupUniqArray(ServiceName) AS services,
+       countIf(ParentSpanId = '') AS roots,
+       anyIf(if(TaskName != '', TaskName, SpanName), ParentSpanId = '') AS root_name,
+       anyIf(TaskName, TaskName != '') AS span_task_name,
+       arraySort(x -> x.1, groupArrayIf((toUnixTimestamp64Nano(Timestamp), ToolName, ToolArgsHash, ErrorType,
+                                         Duration), Kind = 'tool')) AS tl,
+       arrayMap(x -> concat(x.2, '#', x.3), tl) AS k,
+       arrayMap(x -> if(x.4 != '', concat(x.2, '!', x.4), ''), tl) AS e,
+       {_longest_run("arrayMap(i -> k[i] = k[i - 1], range(2, length(k) + 1))")} + 1 AS rep,
+       intDiv({_longest_run("arrayMap(i -> k[i] = k[i - 2] AND k[i] != k[i - 1], range(3, length(k) + 1))")} + 2,
+              2) AS cyc,
+       {_longest_run("arrayMap(i -> e[i] != '' AND e[i] = e[i - 1], range(2, length(e) + 1))")} + 1 AS err
+FROM {SPANS_TABLE} FINAL
+WHERE {where} AND (Kind = 'tool' OR ParentSpanId = '')
+GROUP BY TraceId
+HAVING {having}"""
+
+
+def _looping(n: str) -> str:
+    return f"length(tl) >= {n} AND (rep >= {n} OR cyc >= {n} OR err >= {n})"
+
+
+_PATTERN_ORDER = f"[{', '.join(repr(p) for p in PATTERNS)}]"
+# a loop-summary row's trace lies wholly in the window (Last is a span start's second: the span started before
+# Last + 1 s)
+_CONTAINED = f"First >= {R.ms('from_ms')} AND Last + INTERVAL 1 SECOND <= {R.ms('to_ms')}"
+
+# the window's loops from the loop summary (migration 9): its traces wholly in the window with no span ingested
+# after the watermark (of the scope's service alone, with a service); per trace the first pattern (in PATTERNS'
+# order) of the threshold, costliest waste first: the top ``top`` of them and how many there are
+SUMMARY_TOP_SQL = f"""
+WITH l_dirty AS MATERIALIZED ({S.dirty("wm_ms")})
+SELECT TraceId, service AS ServiceName, name AS Name, running AS Running, patterns, m.1 AS Pattern, m.2 AS Tool,
+       m.3 AS ArgsHash, m.4 AS ErrorType, m.5 AS Repeats, m.6 AS StartNs, m.7 AS EndNs, m.8 AS WastedToolCalls,
+       m.9 AS WastedToolMs, m.10 AS WastedLlmCalls, m.11 AS WastedTokens, m.12 AS WastedCostUsd,
+       m.13 AS UnpricedLlmCalls, count() OVER () AS total
+FROM (
+    SELECT TraceId, any(ServiceName) AS service, any(Name) AS name, any(Running) AS running,
+           argMin((Pattern, Tool, ArgsHash, ErrorType, Repeats, StartNs, EndNs, WastedToolCalls, WastedToolMs,
+                   WastedLlmCalls, WastedTokens, WastedCostUsd, UnpricedLlmCalls),
+                  indexOf({_PATTERN_ORDER}, Pattern)) AS m,
+           arraySort(p -> indexOf({_PATTERN_ORDER}, p), groupArray(Pattern)) AS patterns
+    FROM {LOOP_SUMMARY_TABLE} FINAL
+    WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms("from_ms")}) AND Hour < {R.ms("to_ms")}
+      AND {_CONTAINED} AND Pattern != '' AND Repeats >= {{repeats:UInt32}}
+      AND ({{pattern:String}} = '' OR Pattern = {{pattern:String}})
+      AND ({{service:String}} = '' OR (ServiceName = {{service:String}} AND Services = 1))
+      AND cityHash64(TraceId) NOT IN (SELECT h FROM l_dirty)
     GROUP BY TraceId
 )
-SELECT TraceId, service, roots, root_name, span_task_name, tl, rep, cyc, err
-FROM per_task
-WHERE length(tl) >= {{repeats:UInt32}}
-  AND (rep >= {{repeats:UInt32}} OR cyc >= {{repeats:UInt32}} OR err >= {{repeats:UInt32}})
+ORDER BY ifNull(WastedCostUsd, 0) DESC, Repeats DESC, TraceId
+LIMIT {{top:UInt32}}
+"""
+
+# the window's traces the summary does not answer for, found from their spans: those with a span ingested after the
+# watermark, those of the summary that cross the window's edges (a run inside the window is part of a run of the
+# whole trace, so a trace with no summary row has no loop in the window either), and with a service, the traces of
+# several services (one service's tool calls alone may loop). Only the hours these traces have spans in are read
+# (their extents: the trace lookup's, the summary's), by primary key: at the edges and the newest hour, mostly.
+LIVE_SQL = f"""
+WITH l_dirty AS MATERIALIZED ({S.dirty_ids("wm_ms")}),
+l_edge AS MATERIALIZED (
+    SELECT DISTINCT TraceId, First, Last FROM {LOOP_SUMMARY_TABLE} FINAL
+    WHERE ProjectId = {{project:String}} AND Hour < {R.ms("to_ms")} AND First < {R.ms("to_ms")}
+      AND Last + INTERVAL 1 SECOND > {R.ms("from_ms")}
+      AND ((Pattern != '' AND Repeats >= {{repeats:UInt32}} AND NOT ({_CONTAINED}))
+           OR ({{service:String}} != '' AND Services > 1))
+),
+l_live AS MATERIALIZED (
+    SELECT cityHash64(TraceId) AS h FROM l_dirty UNION ALL SELECT cityHash64(TraceId) AS h FROM l_edge
+),
+l_hours AS MATERIALIZED (
+    SELECT DISTINCT toDateTime(arrayJoin(range(
+        toUInt32(toStartOfHour(greatest(a, toDateTime(intDiv({{from_ms:Int64}}, 1000))))),
+        toUInt32(toStartOfHour(least(b, toDateTime(intDiv({{to_ms:Int64}}, 1000))))) + 1, 3600))) AS hour
+    FROM (
+        SELECT First AS a, Last AS b FROM l_edge
+        UNION ALL
+        SELECT min(Start) AS a, max(End) AS b FROM {TRACE_LOOKUP_TABLE}
+        WHERE TraceId IN (SELECT TraceId FROM l_dirty) GROUP BY TraceId
+    )
+    WHERE a < {R.ms("to_ms")} AND b + INTERVAL 1 SECOND > {R.ms("from_ms")}
+)
+{_candidates(f"{WHERE} AND toStartOfHour(Timestamp) IN (SELECT hour FROM l_hours)"
+             " AND cityHash64(TraceId) IN (SELECT h FROM l_live)", _looping("{repeats:UInt32}"))}
+ORDER BY TraceId
+LIMIT 100000
+"""
+# a store the summarizer never ran on: every trace of the window, from its spans
+ALL_SQL = f"""{_candidates(WHERE, _looping("{repeats:UInt32}"))}
 ORDER BY TraceId
 LIMIT 100000
 """
 
 # the flagged tasks' LLM calls in the window, from the per-call rollup (one row a call, collector/rollups.py): a
-# narrow table, not the spans (measured at 9.9M spans, 13k flagged tasks: 460 ms on the spans)
+# narrow table, not the spans (measured at 9.9M spans, 13k flagged tasks: 460 ms on the spans), over the hours of
+# the traces' extent in the window
 CALLS_SQL = f"""
-SELECT TraceId, CallKey, toUnixTimestamp64Nano(ts) AS ts_ns, i, o, c
+WITH ids AS (SELECT arrayJoin(splitByChar(',', {{ids:String}})) AS TraceId),
+bounds AS ({S.bounds_sql("ids")})
+SELECT TraceId, CallKey, toUnixTimestamp64Nano(ts) AS ts_ns, i, o, c, service
 FROM ({R.calls(
-    "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
-    f" AND Hour >= toStartOfHour({R.ms('from_ms')}) AND Hour < {R.ms('to_ms')}"
-    " AND TraceId IN (SELECT arrayJoin(splitByChar(',', {ids:String})))"
+    f"{S.extent_where('ids', 'bounds')} AND Hour >= toStartOfHour({R.ms('from_ms')}) AND Hour < {R.ms('to_ms')}"
+    " AND ({service:String} = '' OR ServiceName = {service:String})"
 )})
 WHERE ts >= {R.ms("from_ms")} AND ts < {R.ms("to_ms")}
+"""
+
+# the summarizer's pass: the traces with spans ingested in (after, upto], over their whole extent; those with a
+# loop of 2 or more, or of several services, with their first and last span second
+_PASS_CTES = f"""s_cand AS MATERIALIZED ({S.dirty_ids("after", "upto")}),
+s_bounds AS MATERIALIZED ({S.bounds_sql("s_cand")})"""
+PASS_CANDIDATES_SQL = f"""
+WITH {_PASS_CTES}
+SELECT c.*, x.first AS first, x.last AS last
+FROM ({_candidates(
+    "ProjectId = {project:String} AND Timestamp >= (SELECT lo FROM s_bounds)"
+    " AND Timestamp < (SELECT hi FROM s_bounds) + INTERVAL 1 SECOND AND TraceId IN (SELECT TraceId FROM s_cand)",
+    f"({_looping('2')}) OR length(services) > 1",
+)}) AS c
+JOIN (SELECT TraceId, toUnixTimestamp(min(Start)) AS first, toUnixTimestamp(max(End)) AS last FROM {TRACE_LOOKUP_TABLE}
+      WHERE TraceId IN (SELECT TraceId FROM s_cand) GROUP BY TraceId) AS x USING TraceId
+"""
+PASS_CALLS_SQL = f"""
+WITH ids AS (SELECT arrayJoin(splitByChar(',', {{ids:String}})) AS TraceId),
+bounds AS ({S.bounds_sql("ids")})
+SELECT TraceId, CallKey, toUnixTimestamp64Nano(ts) AS ts_ns, i, o, c, service
+FROM ({R.calls(S.extent_where("ids", "bounds"))})
+"""
+# the pass's traces' rows already in the summary (under the hour of their first span then, which only moves
+# earlier): those the pass does not write again get a deleted row
+PASS_EXISTING_SQL = f"""
+WITH {_PASS_CTES}
+SELECT toUnixTimestamp(Hour) AS Hour, TraceId, Pattern, toUnixTimestamp(First) AS First,
+       toUnixTimestamp(Last) AS Last
+FROM {LOOP_SUMMARY_TABLE} FINAL
+WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
+  AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_cand)
 """
 
 
@@ -148,39 +261,63 @@ def validate(repeats: int, limit: int, offset: int) -> None:
         raise QueryError(f"offset must be between 0 and 100000, got {offset}")
 
 
-def loops(
-    store: Store, scope: Scope, *, repeats: int = DEFAULT_LOOP_REPEATS, pattern: str = "", limit: int = 100,
-    offset: int = 0,
-) -> dict[str, Any]:  # fmt: skip
-    """Tasks with a loop in the window, costliest waste first."""
-    validate(repeats, limit, offset)
-    if pattern and pattern not in PATTERNS:
-        raise QueryError(f"pattern must be one of {', '.join(PATTERNS)}, got {pattern[:64]!r}")
-    params = {**scope.params(), "repeats": repeats}
-    cands = store.query(CANDIDATES_SQL, params)
-    found: list[tuple[dict, list[tuple], list[Run]]] = []
+def _tools(r: dict) -> list[tuple]:
+    return [tuple(x.values()) if isinstance(x, dict) else tuple(x) for x in r["tl"]]
+
+
+def _detect(cands: list[dict], repeats: int, pattern: str = "") -> list[tuple[dict, list[tuple], list[Run]]]:
+    found = []
     for r in cands:
-        tl = [tuple(x.values()) if isinstance(x, dict) else tuple(x) for x in r["tl"]]
+        tl = _tools(r)
         runs = find_runs(tl, repeats)
         if pattern:
             runs = [x for x in runs if x.pattern == pattern]
         if runs:
             found.append((r, tl, runs))
-    calls: dict[str, list[tuple[int, int, int, float | None]]] = {}
-    if found:
-        ids = [r["TraceId"] for r, _, _ in found]
-        for c in store.query(CALLS_SQL, {**scope.params(), "ids": ",".join(ids)}):
-            calls.setdefault(c["TraceId"], []).append((c["ts_ns"], c["i"], c["o"], c["c"]))
+    return found
+
+
+def _calls(store: Store, sql: str, params: dict[str, Any], ids: list[str]) -> dict[str, list[tuple]]:
+    """The LLM calls of the traces ``ids``, per trace: (ts_ns, input, output, cost, service)."""
+    calls: dict[str, list[tuple]] = {}
+    if ids:
+        for c in store.query(sql, {**params, "ids": ",".join(ids)}):
+            calls.setdefault(c["TraceId"], []).append((c["ts_ns"], c["i"], c["o"], c["c"], c["service"]))
+    return calls
+
+
+def loops(
+    store: Store, scope: Scope, *, repeats: int = DEFAULT_LOOP_REPEATS, pattern: str = "", limit: int = 100,
+    offset: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """Tasks with a loop in the window, costliest waste first: the loop summary's (migration 9) for the traces it
+    answers for, found from the spans for the others (``LIVE_SQL``)."""
+    validate(repeats, limit, offset)
+    if pattern and pattern not in PATTERNS:
+        raise QueryError(f"pattern must be one of {', '.join(PATTERNS)}, got {pattern[:64]!r}")
+    params = {**scope.params(), "repeats": repeats, "wm_ms": S.watermark(store), "pattern": pattern,
+              "top": offset + limit}  # fmt: skip
+    if params["wm_ms"]:
+        summarized, cands = parallel(lambda: store.query(SUMMARY_TOP_SQL, params),
+                                     lambda: store.query(LIVE_SQL, params))  # fmt: skip
+    else:
+        summarized, cands = [], store.query(ALL_SQL, params)
+    found = _detect(cands, repeats, pattern)
+    calls = _calls(store, CALLS_SQL, scope.params(), [r["TraceId"] for r, _, _ in found])
     # ranked on the waste's cost; the items (names, times, sums) are made for the page only
     found.sort(key=lambda f: _rank(f, calls.get(f[0]["TraceId"], [])))
-    page = found[offset : offset + limit]
+    live = found[: offset + limit]
     earlier: dict[str, str] = {}  # trace -> name of its root, begun before the window
-    rootless = [r["TraceId"] for r, _, _ in page if not r["roots"]]
+    rootless = [r["TraceId"] for r, _, _ in live if not r["roots"]]
     if rootless:
         for e in store.query(EARLIER_ROOTS_SQL, {**scope.params(), "ids": ",".join(rootless)}):
             earlier[e["TraceId"]] = e["name"]
-    items = [_item(r, tl, runs, calls.get(r["TraceId"], []), earlier) for r, tl, runs in page]
-    return {"repeats": repeats, "total": len(found), "items": items}
+    items = [_item(r, tl, runs, calls.get(r["TraceId"], []), earlier) for r, tl, runs in live]
+    items += [_summary_item(r) for r in summarized]
+    # the two sets are disjoint (a trace is summarized or live), and each holds its own top offset + limit
+    items.sort(key=lambda i: (-(i["wasted_cost_usd"] or 0.0), -i["repeats"], i["trace_id"]))
+    total = len(found) + (summarized[0]["total"] if summarized else 0)
+    return {"repeats": repeats, "total": total, "items": items[offset : offset + limit]}
 
 
 def _wasted(tl: list[tuple], main: Run, calls: list[tuple]) -> list[tuple]:
@@ -196,8 +333,8 @@ def _rank(f: tuple[dict, list[tuple], list[Run]], calls: list[tuple]) -> tuple[f
     return -(rnd(sum(priced), 9) if priced else 0.0), -runs[0].repeats, r["TraceId"]
 
 
-def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple], earlier: dict[str, str]) -> dict[str, Any]:
-    main = runs[0]
+def _loop(tl: list[tuple], main: Run, calls: list[tuple]) -> dict[str, Any]:
+    """What one loop of a task's tool calls ``tl`` shows: the tool(s), times (ns) and its waste."""
     first, last = tl[main.start], tl[main.end]
     if main.pattern == "cycle":
         pair = [tl[main.start], tl[main.start + 1]]
@@ -210,18 +347,12 @@ def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple], earlier
     wasted = _wasted(tl, main, calls)
     priced = [c[3] for c in wasted if c[3] is not None]
     return {
-        "trace_id": r["TraceId"],
-        "service": r["service"],
-        "name": r["root_name"] or earlier.get(r["TraceId"]) or r["span_task_name"] or None,
-        "pattern": main.pattern,
-        "patterns": [x.pattern for x in runs],
         "tool": tool,
         "args_hash": args or None,
         "error_type": first[3] or None if main.pattern == "error" else None,
         "repeats": main.repeats,
-        "start": iso(first[0]),
-        "end": iso(last[0] + last[4]),
-        "running": not r["roots"] and r["TraceId"] not in earlier,
+        "start_ns": first[0],
+        "end_ns": last[0] + last[4],
         "wasted_tool_calls": wasted_tools,
         "wasted_tool_ms": rnd(sum(t[4] for t in tl[main.start + (2 if main.pattern == "cycle" else 1) : main.end + 1])
                               / 1e6, 3),
@@ -230,3 +361,90 @@ def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple], earlier
         "wasted_cost_usd": rnd(sum(priced), 9) if priced or not wasted else None,
         "unpriced_llm_calls": len(wasted) - len(priced),
     }  # fmt: skip
+
+
+def _shown(trace_id: str, service: str, name: str | None, patterns: list[str], running: bool,
+           loop: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """An item of the answer, in its field order."""
+    return {
+        "trace_id": trace_id, "service": service, "name": name, "pattern": patterns[0], "patterns": patterns,
+        "tool": loop["tool"], "args_hash": loop["args_hash"], "error_type": loop["error_type"],
+        "repeats": loop["repeats"], "start": iso(loop["start_ns"]), "end": iso(loop["end_ns"]), "running": running,
+        **{k: loop[k] for k in ("wasted_tool_calls", "wasted_tool_ms", "wasted_llm_calls", "wasted_tokens",
+                                "wasted_cost_usd", "unpriced_llm_calls")},
+    }  # fmt: skip
+
+
+def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple], earlier: dict[str, str]) -> dict[str, Any]:
+    return _shown(
+        r["TraceId"], r["service"], r["root_name"] or earlier.get(r["TraceId"]) or r["span_task_name"] or None,
+        [x.pattern for x in runs], not r["roots"] and r["TraceId"] not in earlier, _loop(tl, runs[0], calls),
+    )
+
+
+def _summary_item(r: dict) -> dict[str, Any]:
+    loop = {
+        "tool": r["Tool"], "args_hash": r["ArgsHash"] or None, "error_type": r["ErrorType"] or None,
+        "repeats": r["Repeats"], "start_ns": r["StartNs"], "end_ns": r["EndNs"],
+        "wasted_tool_calls": r["WastedToolCalls"], "wasted_tool_ms": r["WastedToolMs"],
+        "wasted_llm_calls": r["WastedLlmCalls"], "wasted_tokens": r["WastedTokens"],
+        "wasted_cost_usd": r["WastedCostUsd"], "unpriced_llm_calls": r["UnpricedLlmCalls"],
+    }  # fmt: skip
+    return _shown(r["TraceId"], r["ServiceName"], r["Name"] or None, list(r["patterns"]), bool(r["Running"]), loop)
+
+
+# --- the summarizer's part (collector/summary.py) ------------------------------------------------------------------
+SUMMARY_SCHEMA = pa.schema([
+    ("ProjectId", pa.string()), ("Hour", pa.timestamp("s")), ("TraceId", pa.string()), ("Pattern", pa.string()),
+    ("First", pa.timestamp("s")), ("Last", pa.timestamp("s")), ("ServiceName", pa.string()),
+    ("Services", pa.uint32()), ("Name", pa.string()), ("Running", pa.uint8()), ("Repeats", pa.uint32()),
+    ("Tool", pa.string()), ("ArgsHash", pa.string()), ("ErrorType", pa.string()), ("StartNs", pa.int64()),
+    ("EndNs", pa.int64()), ("WastedToolCalls", pa.uint32()), ("WastedToolMs", pa.float64()),
+    ("WastedLlmCalls", pa.uint32()), ("WastedTokens", pa.uint64()), ("WastedCostUsd", pa.float64()),
+    ("UnpricedLlmCalls", pa.uint32()),
+])  # fmt: skip
+
+
+def summary_rows(store: Store, params: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
+    """The loop-summary rows of the traces with spans ingested in (after, upto] (``params``: project, after,
+    upto), over each trace's whole extent, and the deleted rows for the keys of these traces the summary holds
+    and the pass does not write again."""
+    cands = store.query(PASS_CANDIDATES_SQL, params)
+    found = {r["TraceId"]: (tl, runs) for r, tl, runs in _detect(cands, 2)}
+    calls = _calls(store, PASS_CALLS_SQL, params, list(found))
+    rows: list[dict[str, Any]] = []
+    for r in cands:
+        tl, runs = found.get(r["TraceId"], ([], []))
+        tc = calls.get(r["TraceId"], [])
+        base = {
+            "ProjectId": params["project"], "Hour": r["first"] - r["first"] % 3600, "TraceId": r["TraceId"],
+            "First": r["first"], "Last": r["last"], "ServiceName": r["service"],
+            "Services": len(set(r["services"]) | {c[4] for c in tc}),
+            "Name": r["root_name"] or r["span_task_name"], "Running": int(not r["roots"]),
+        }  # fmt: skip
+        if base["Services"] > 1:  # a read of one service computes this trace from its spans
+            rows.append({**base, "Pattern": ""})
+        for run in runs:
+            loop = _loop(tl, run, tc)
+            rows.append({
+                **base, "Pattern": run.pattern, "Repeats": loop["repeats"], "Tool": loop["tool"],
+                "ArgsHash": loop["args_hash"] or "", "ErrorType": loop["error_type"] or "",
+                "StartNs": loop["start_ns"], "EndNs": loop["end_ns"], "WastedToolCalls": loop["wasted_tool_calls"],
+                "WastedToolMs": loop["wasted_tool_ms"], "WastedLlmCalls": loop["wasted_llm_calls"],
+                "WastedTokens": loop["wasted_tokens"], "WastedCostUsd": loop["wasted_cost_usd"],
+                "UnpricedLlmCalls": loop["unpriced_llm_calls"],
+            })  # fmt: skip
+    written = {(r["Hour"], r["TraceId"], r["Pattern"]) for r in rows}
+    gone = [
+        {**e, "ProjectId": params["project"]}
+        for e in store.query(PASS_EXISTING_SQL, params)
+        if (e["Hour"], e["TraceId"], e["Pattern"]) not in written
+    ]
+    return _table(rows), _table(gone)
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    defaults = {"Services": 0, "Name": "", "Running": 0, "Repeats": 0, "Tool": "", "ArgsHash": "", "ErrorType": "",
+                "StartNs": 0, "EndNs": 0, "WastedToolCalls": 0, "WastedToolMs": 0.0, "WastedLlmCalls": 0,
+                "WastedTokens": 0, "WastedCostUsd": None, "UnpricedLlmCalls": 0, "ServiceName": ""}  # fmt: skip
+    return pa.Table.from_pylist([{**defaults, **r} for r in rows], schema=SUMMARY_SCHEMA)

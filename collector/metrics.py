@@ -40,6 +40,9 @@ class Metrics:
         )
         self.summarized = Counter("agentwatch_tasks_summarized", "Task summary rows written", registry=r)
         self.calls_summarized = Counter("agentwatch_calls_summarized", "LLM call summary rows written", registry=r)
+        self.loops_summarized = Counter(
+            "agentwatch_loops_summarized", "Loop summary rows written (one per loop pattern of a trace)", registry=r
+        )
         self.summary_errors = Counter("agentwatch_summary_errors", "Failed task summary passes", registry=r)
         self.summary_watermark = Gauge(
             "agentwatch_summary_watermark_seconds", "Spans ingested up to this time are summarized", registry=r

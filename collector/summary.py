@@ -1,7 +1,8 @@
 """Per-task summaries (``task_summary``, migration 7): one row per task, so the task list, cost anomalies and drift
 read one row a task instead of merging the rollups' per-span states for every task of a window; and per-call
 summaries (``call_summary``, migration 8): one row per LLM call with its task's service and name, so the overview's
-call totals and token bombs read one row a call instead of grouping the rollup's rows and joining them to the roots.
+call totals and token bombs read one row a call instead of grouping the rollup's rows and joining them to the roots;
+and per-trace loops (``loop_summary``, migration 9, computed by collector/analytics_loops.py).
 
 The summarizer (a thread of the collector) keeps the tables: every ``interval`` seconds it takes the traces with
 spans ingested since its watermark (``IngestedAt``, the store's clock) and up to a limit below which every insert
@@ -32,6 +33,7 @@ from agentwatch.collector import rollups as R
 from agentwatch.collector.metrics import Metrics
 from agentwatch.collector.migrations import (
     CALL_SUMMARY_TABLE,
+    LOOP_SUMMARY_TABLE,
     SPANS_TABLE,
     SUMMARY_WATERMARK_TABLE,
     TASK_ROLLUP_TABLE,
@@ -254,7 +256,8 @@ def _split_stale(table: pa.Table, keys: list[str]) -> tuple[pa.Table, pa.Table]:
 
 
 class Summarizer:
-    """Keeps ``task_summary`` and ``call_summary`` up to date, one pass every ``interval`` seconds, in a daemon thread.
+    """Keeps ``task_summary``, ``call_summary`` and ``loop_summary`` up to date, one pass every ``interval`` seconds,
+    in a daemon thread.
 
     A pass covers the spans ingested in (watermark, min(limit, watermark + chunk)] (``_limit``): a store loaded
     before the summarizer existed is caught up chunk by chunk (``catch_up``, with a progress line), each chunk of
@@ -302,6 +305,9 @@ class Summarizer:
 
     def run_once(self) -> bool:
         """One pass; True if it stopped at the chunk size (more is waiting), False when caught up."""
+        # imported here: analytics_loops builds its SQL from this module's fragments when it is imported
+        from agentwatch.collector.analytics_loops import summary_rows as loop_rows
+
         after = watermark(self.store)
         nxt = self.store.query(_NEXT_SQL, {"after": after})[0]
         limit = self._limit(int(nxt["now_ms"]))
@@ -327,6 +333,10 @@ class Summarizer:
                     self._insert(rows, upto, table_name=target)
                 if stale.num_rows:
                     self._insert(stale, upto, deleted=True, table_name=target)
+            rows, gone = loop_rows(self.store, p)
+            for table, deleted in ((rows, False), (gone, True)):
+                if table.num_rows:
+                    self._insert(table, upto, deleted=deleted, table_name=LOOP_SUMMARY_TABLE)
         self.store.command(
             f"INSERT INTO {SUMMARY_WATERMARK_TABLE} (Watermark) VALUES (fromUnixTimestamp64Milli({{wm:Int64}}))",
             {"wm": upto},
@@ -363,8 +373,10 @@ class Summarizer:
             self.rows_written += n
             if self.metrics:
                 self.metrics.summarized.inc(n)
-        elif self.metrics:
+        elif table_name == CALL_SUMMARY_TABLE and self.metrics:
             self.metrics.calls_summarized.inc(n)
+        elif self.metrics:
+            self.metrics.loops_summarized.inc(n)
 
     def catch_up(self, *, progress: bool = False) -> int:
         """Run passes until the summary is as fresh as the lag allows; returns the rows written."""

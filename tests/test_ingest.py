@@ -318,12 +318,16 @@ def test_the_summarizer_writes_tasks_in_the_background_and_reads_stay_the_same(c
     assert [t["trace_id"] for t in live["items"]] == [tid]
     overview = collector.api("/api/v1/overview", service=service)
     assert overview["llm_calls"] == 1 and overview["input_tokens"] == live["items"][0]["input_tokens"]
+    loops = collector.api("/api/v1/loops", service=service, repeats=2)
+    assert [(i["trace_id"], i["repeats"]) for i in loops["items"]] == [(tid, 2)]
     # the summarizer's watermark passes the trace's ingest time: its rows are what the reads serve now
     collector.wait_for(lambda: _metric(collector, "agentwatch_summary_watermark_seconds") > stored_at,
                        what="the summarizer's watermark")  # fmt: skip
     assert _metric(collector, "agentwatch_tasks_summarized_total") >= 1
     assert _metric(collector, "agentwatch_calls_summarized_total") >= 1
+    assert _metric(collector, "agentwatch_loops_summarized_total") >= 1
     assert collector.api("/api/v1/tasks", service=service) == live
+    assert collector.api("/api/v1/loops", service=service, repeats=2) == loops
     now = collector.api("/api/v1/overview", service=service)
     assert {k: v for k, v in now.items() if k not in ("from", "to")} == {
         k: v for k, v in overview.items() if k not in ("from", "to")}  # the default window moved on

@@ -22,7 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import fleet as F  # noqa: E402
 
-from agentwatch.collector import analytics_anomalies, analytics_drift, analytics_stats, queries, summary  # noqa: E402
+from agentwatch.collector import (  # noqa: E402
+    analytics_anomalies,
+    analytics_drift,
+    analytics_loops,
+    analytics_stats,
+    queries,
+    summary,
+)
 from agentwatch.collector.migrations import (  # noqa: E402
     INSERT_COLUMNS,
     LLM_CALLS_TABLE,
@@ -419,8 +426,18 @@ def test_spend_spikes_equal_hourly_spend_computed_over_the_spans(env):
 
 
 # --- per-task summaries (migration 7, collector/summary.py) -------------------------------------------------------
+def _loops(store) -> list:
+    """Loops as every read asks for them: a window whose edges cut tasks, one service (each fleet service), another
+    threshold and pattern, a page further on."""
+    one = dataclasses.replace(SCOPE, service=sorted(CFG.services)[0])
+    cut = dataclasses.replace(SCOPE, start_ms=SCOPE.start_ms + 1_234_567, end_ms=SCOPE.end_ms - 7_654_321)
+    loops = analytics_loops.loops
+    return [loops(store, SCOPE, limit=1000), loops(store, one, limit=1000), loops(store, cut, repeats=2, limit=1000),
+            loops(store, SCOPE, pattern="cycle"), loops(store, SCOPE, limit=5, offset=7)]  # fmt: skip
+
+
 def _answers(store) -> tuple:
-    return (_api_tasks(store), queries.overview(store, SCOPE),
+    return (_api_tasks(store), queries.overview(store, SCOPE), _loops(store),
             analytics_stats.unit_economics(store, SCOPE, group_by="name"),
             analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24),
             analytics_drift.drift(store, SCOPE, baseline_hours=24))  # fmt: skip
@@ -605,3 +622,112 @@ def test_a_project_with_no_spans_gets_empty_answers_not_errors(env):
     assert (dr["items"], dr["model_changes"]) == ([], [])
     assert dr["sampled"] == {"baseline_ppm": 1_000_000, "current_ppm": 1_000_000, "baseline_calls_ppm": 1_000_000,
                              "current_calls_ppm": 1_000_000}  # fmt: skip
+
+
+# --- loop summaries (migration 9) ----------------------------------------------------------------------------------
+def _looping_task(rest, project: str, tid: str, t0: int, steps: list[tuple[str, str, str]]) -> list[dict]:
+    """A task of ``steps`` (tool, arguments, service), one a second after its root at ``t0`` (ns), of the first
+    step's service."""
+    root = next(r for r in rest if not r["ParentSpanId"])
+    tool = next(r for r in rest if dict(r["SpanAttributes"]).get("gen_ai.operation.name") == "execute_tool")
+    out = [{**root, "ProjectId": project, "TraceId": tid, "SpanId": f"{1:016x}", "Timestamp": t0,
+            "Duration": 60 * 10**9, "ServiceName": steps[0][2]}]  # fmt: skip
+    for i, (name, args, service) in enumerate(steps):
+        out.append(_tool_span(tool, project, tid, i + 2, t0 + (i + 1) * 10**9, name, args, service))
+    return out
+
+
+def _tool_span(tool: dict, project: str, tid: str, n: int, ts: int, name: str, args: str, service: str) -> dict:
+    attrs = {**dict(tool["SpanAttributes"]), "gen_ai.tool.name": name, "agentwatch.tool.args_hash": args}
+    attrs.pop("error.type", None)
+    return {**tool, "ProjectId": project, "TraceId": tid, "SpanId": f"{n:016x}", "ParentSpanId": f"{1:016x}",
+            "Timestamp": ts, "ServiceName": service, "SpanAttributes": list(attrs.items()),
+            "StatusCode": "Ok"}  # fmt: skip
+
+
+def _loop_rows(store, project: str) -> list[dict]:
+    return store.query(
+        f"SELECT toUnixTimestamp(Hour) AS hour, TraceId, Pattern, Repeats FROM {analytics_loops.LOOP_SUMMARY_TABLE}"
+        " FINAL WHERE ProjectId = {p:String} ORDER BY TraceId, Pattern",
+        {"p": project},
+    )
+
+
+def test_loops_serve_the_loop_summary_until_the_trace_gets_new_spans_and_a_gone_loop_leaves_no_row(env):
+    store, _, rest, _ = env
+    project, tid, svc = "loop-summary", "aa" * 16, "svc-a"
+    t0 = (CFG.current_start_ms + 2 * 3_600_000) * 1_000_000
+    tool = next(r for r in rest if dict(r["SpanAttributes"]).get("gen_ai.operation.name") == "execute_tool")
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS,
+                       to_ipc(_cols(_looping_task(rest, project, tid, t0, [("search", "q1", svc)] * 3))))  # fmt: skip
+    scope = queries.Scope(project, CFG.current_start_ms, CFG.current_end_ms)
+    live = analytics_loops.loops(store, scope)
+    assert [(i["pattern"], i["repeats"], i["running"]) for i in live["items"]] == [("repeat", 3, False)]
+    s = summary.Summarizer(store, lag=0.0)
+    s.catch_up()
+    assert [(r["Pattern"], r["Repeats"]) for r in _loop_rows(store, project)] == [("repeat", 3)]
+    assert analytics_loops.loops(store, scope) == live
+    # the read serves the summary row: a doctored one (newer version) shows ...
+    store.command(
+        f"INSERT INTO {analytics_loops.LOOP_SUMMARY_TABLE} SELECT * REPLACE (9 AS Repeats, Version + 1 AS Version)"
+        f" FROM {analytics_loops.LOOP_SUMMARY_TABLE} FINAL WHERE ProjectId = {{p:String}}",
+        {"p": project},
+    )
+    assert [i["repeats"] for i in analytics_loops.loops(store, scope)["items"]] == [9]
+    # ... but not to a window that cuts the task (from its second call on: computed from the spans) ...
+    cut = dataclasses.replace(scope, start_ms=t0 // 1_000_000 + 1500)
+    assert [i["repeats"] for i in analytics_loops.loops(store, cut, repeats=2)["items"]] == [2]
+    # ... and not once a span of the trace arrives: a late call between the first two breaks the run
+    late = [_tool_span(tool, project, tid, 10, t0 + 1_500_000_000, "fetch", "u1", svc)]
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(late)))
+    assert analytics_loops.loops(store, scope)["total"] == 0
+    assert [i["repeats"] for i in analytics_loops.loops(store, scope, repeats=2)["items"]] == [2]
+    s.catch_up()
+    assert [(r["Pattern"], r["Repeats"]) for r in _loop_rows(store, project)] == [("repeat", 2)]
+    # another breaks the last run: no loop of any pattern is left, nor a row
+    late = [_tool_span(tool, project, tid, 11, t0 + 2_500_000_000, "fetch", "u2", svc)]
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(late)))
+    s.catch_up()
+    assert _loop_rows(store, project) == []
+    assert analytics_loops.loops(store, scope, repeats=2)["total"] == 0
+
+
+def test_a_loop_whose_first_span_moves_to_another_hour_keeps_one_summary_row(env):
+    store, _, rest, _ = env
+    project, tid = "loop-moves", "ae" * 16
+    t0 = (CFG.current_start_ms + 2 * 3_600_000 + 1_800_000) * 1_000_000  # hh:30
+    tool = next(r for r in rest if dict(r["SpanAttributes"]).get("gen_ai.operation.name") == "execute_tool")
+    spans = _looping_task(rest, project, tid, t0, [("search", "q1", "svc-a")] * 4)
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(spans[1:])))  # the root comes last
+    s = summary.Summarizer(store, lag=0.0)
+    s.catch_up()
+    scope = queries.Scope(project, CFG.current_start_ms, CFG.current_end_ms)
+    assert [(i["repeats"], i["running"]) for i in analytics_loops.loops(store, scope)["items"]] == [(4, True)]
+    early = _tool_span(tool, project, tid, 20, t0 - 3600 * 10**9, "plan", "p", "svc-a")
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([spans[0], early])))
+    s.catch_up()
+    assert [(r["hour"], r["Repeats"]) for r in _loop_rows(store, project)] == [
+        ((t0 - 3600 * 10**9) // 10**9 // 3600 * 3600, 4)
+    ]
+    assert [(i["repeats"], i["running"]) for i in analytics_loops.loops(store, scope)["items"]] == [(4, False)]
+
+
+def test_one_service_of_a_trace_of_several_is_computed_from_its_spans(env):
+    """Tool calls of two services, interleaved: the trace cycles (A, X) twice, and svc-a's calls alone repeat A three
+    times, which only a read of svc-a sees."""
+    store, _, rest, _ = env
+    project, tid = "loop-services", "ac" * 16
+    t0 = (CFG.current_start_ms + 3_600_000) * 1_000_000
+    steps = [("a", "1", "svc-a"), ("x", "1", "svc-x")] * 2 + [("a", "1", "svc-a")]
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(_looping_task(rest, project, tid, t0, steps))))
+    scope = queries.Scope(project, CFG.current_start_ms, CFG.current_end_ms)
+    want = [analytics_loops.loops(store, dataclasses.replace(scope, service=svc), repeats=n)
+            for svc in ("", "svc-a", "svc-x") for n in (2, 3)]  # fmt: skip
+    summary.Summarizer(store, lag=0.0).catch_up()
+    assert {r["Pattern"] for r in _loop_rows(store, project)} == {"", "cycle"}  # "": a trace of several services
+    got = [analytics_loops.loops(store, dataclasses.replace(scope, service=svc), repeats=n)
+           for svc in ("", "svc-a", "svc-x") for n in (2, 3)]  # fmt: skip
+    assert got == want
+    assert [(i["pattern"], i["repeats"]) for i in want[0]["items"]] == [("cycle", 2)]
+    assert [(i["pattern"], i["repeats"], i["running"]) for i in want[3]["items"]] == [("repeat", 3, False)]
+    assert want[1]["total"] == 0 and [(i["repeats"], i["running"]) for i in want[4]["items"]] == [(2, True)]
