@@ -6,7 +6,9 @@ Starts ``agentwatch collector`` (embedded chDB, a temporary data dir, a free por
 runs ``--senders`` sender processes that POST pre-serialized 512-span requests (~850 B a span, about
 10 spans a trace; each request gets fresh trace ids so nothing is deduplicated away) over keep-alive
 connections for ``--seconds``, honouring 503 + Retry-After. Meanwhile it sends a small probe trace
-with its own service name every ~0.5 s and polls ``/api/v1/tasks`` until it is visible (freshness),
+with its own service name every ~0.5 s and polls the API until it is visible (freshness): the trace by id
+with all its spans (``--probe trace``, the default), or its task in its service's task list (``--probe tasks``,
+which loads the collector more: each poll is a task-list query),
 and samples the collector's RSS. After the load it waits until the read API counts every accepted span
 (``/api/v1/overview``), so "persisted/s" covers the whole run including the drain. In the same run it
 measures the ceiling of merely decoding the same requests in Python (protobuf ``ParseFromString`` and
@@ -111,14 +113,14 @@ def build_bodies(count: int, seed: int) -> tuple[list[bytes], list[int]]:
     return bodies, spans
 
 
-def probe_body(service: str, seed: int) -> tuple[bytes, str]:
+def probe_body(service: str, seed: int) -> tuple[bytes, str, int]:
     rng = random.Random(seed)
     spans = make_trace(rng, None, time.time_ns() - 5 * 1_000_000_000)
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
     rs.resource.attributes.append(_kv("service.name", service))
     rs.scope_spans.add().spans.extend(spans)
-    return req.SerializeToString(), spans[-1].trace_id.hex()
+    return req.SerializeToString(), spans[-1].trace_id.hex(), len(spans)
 
 
 # --- the ceiling: decode and walk in Python, one core --------------------------------------------------
@@ -304,8 +306,11 @@ def sample_rss(c: Collector, stop: threading.Event, peak: list[int]) -> None:
 
 
 def probe_freshness(
-    c: Collector, stop: threading.Event, delays: list[float], misses: list[str], query_s: list[float]
+    c: Collector, stop: threading.Event, delays: list[float], misses: list[str], query_s: list[float], how: str
 ) -> None:
+    """A probe trace every ~0.5 s, polled until the API shows it: ``trace``, all its spans by id (what a link
+    from an alert opens); ``tasks``, its task in the task list of its service (heavier: the poll loads the
+    collector like ~5 dashboards refreshing at once, and takes CPU from ingest)."""
     client = httpx.Client(timeout=30)
     hdr = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {INGEST_KEY}"}
     read = {"Authorization": f"Bearer {READ_KEY}"}
@@ -314,7 +319,7 @@ def probe_freshness(
         n += 1
         t_next = time.monotonic() + 0.5
         service = f"probe-{os.getpid()}-{n}"
-        body, tid = probe_body(service, seed=10_000 + n)
+        body, tid, n_spans = probe_body(service, seed=10_000 + n)
         t0 = time.monotonic()
         while True:  # honour 503 like any sender
             r = client.post(c.url + "/v1/traces", content=body, headers=hdr)
@@ -324,13 +329,18 @@ def probe_freshness(
         seen = False
         while time.monotonic() - t0 < 30:
             tq = time.monotonic()
-            r = client.get(c.url + "/api/v1/tasks", params={"service": service, "limit": 1}, headers=read)
+            if how == "tasks":
+                r = client.get(c.url + "/api/v1/tasks", params={"service": service, "limit": 1}, headers=read)
+                visible = r.status_code == 200 and r.json()["items"]
+            else:
+                r = client.get(c.url + f"/api/v1/traces/{tid}", headers=read)
+                visible = r.status_code == 200 and len(r.json()["spans"]) == n_spans
             query_s.append(time.monotonic() - tq)
-            if r.status_code == 200 and r.json()["items"]:
+            if visible:
                 delays.append(time.monotonic() - t0)
                 seen = True
                 break
-            time.sleep(0.2)  # each tasks query costs the collector CPU: poll like a dashboard would
+            time.sleep(0.2)  # each query costs the collector CPU
         if not seen:
             misses.append(tid)
         stop.wait(max(0.0, t_next - time.monotonic()))
@@ -374,6 +384,8 @@ def main() -> int:
     ap.add_argument("--profile-out", help="run the collector under py-spy and write this flamegraph (.svg/.json)")
     ap.add_argument("--profile-gil", action="store_true", help="py-spy: only samples of the thread holding the GIL")
     ap.add_argument("--no-probes", action="store_true", help="no freshness probes (no read queries during the load)")
+    ap.add_argument("--probe", choices=("trace", "tasks"), default="trace",
+                    help="what a freshness probe polls: the trace by id (default) or the service's task list")
     ap.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     ap.add_argument("--collector-env", action="append", default=[], metavar="NAME=VALUE",
                     help="a setting for the collector, e.g. AGENTWATCH_SUMMARY_INTERVAL=3600 (repeatable)")
@@ -401,7 +413,7 @@ def main() -> int:
         query_s: list[float] = []
         threads = [
             threading.Thread(target=sample_rss, args=(c, stop, peak), daemon=True),
-            threading.Thread(target=probe_freshness, args=(c, stop, delays, misses, query_s), daemon=True),
+            threading.Thread(target=probe_freshness, args=(c, stop, delays, misses, query_s, args.probe), daemon=True),
         ]
         cpu0 = c.ps.cpu_times()
         host0 = psutil.cpu_times()
@@ -467,11 +479,12 @@ def main() -> int:
               f"({out['accepted_per_s']:,.0f}/s), 503s {out['busy_503']}, errors {out['errors']}, "
               f"request latency p50 {out['req_p50_ms']:.0f} ms p99 {out['req_p99_ms']:.0f} ms")  # fmt: skip
         print(f"drain: {out['drain_s']:.1f} s after the load; persisted (queryable) {persisted:,} spans")
+        probe_path = "/api/v1/tasks" if args.probe == "tasks" else "/api/v1/traces/{id}"
         print(f"PERSISTED: {rate:,.0f} spans/s   CEILING: {ceil['plain_walk']:,.0f} spans/s per core   "
               f"RATIO: {out['ratio']:.2f}x (against the collector's own otlp.walk: "
               f"{rate / ceil['collector_walk']:.2f}x)")  # fmt: skip
         print(f"FRESHNESS: p50 {out['fresh_p50']:.2f} s, p99 {out['fresh_p99']:.2f} s "
-              f"({len(delays)} probes, {len(misses)} not seen in 30 s; polled every 0.2 s, /api/v1/tasks answered "
+              f"({len(delays)} probes, {len(misses)} not seen in 30 s; polled every 0.2 s, {probe_path} answered "
               f"in p50 {pct(query_s, 0.5) * 1000:.0f} ms, p99 {pct(query_s, 0.99) * 1000:.0f} ms)")  # fmt: skip
         print(f"PEAK RSS: {out['peak_rss_mib']:,.0f} MiB")
         print(

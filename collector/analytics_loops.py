@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from agentwatch.collector import rollups as R
 from agentwatch.collector import summary as S
@@ -42,6 +43,7 @@ def _candidates(where: str, having: str) -> str:
     """Per trace (spans of ``where``): its service(s), roots, names and time-ordered tool calls ``tl``, and the
     longest run of each pattern (``rep``, ``cyc``, ``err``), for the traces passing ``having``."""
     return f"""
+SELECT TraceId, service, services, roots, root_name, span_task_name, tl FROM (
 SELECT TraceId, any(ServiceName) AS service, groupUniqArray(ServiceName) AS services,
        countIf(ParentSpanId = '') AS roots,
        anyIf(if(TaskName != '', TaskName, SpanName), ParentSpanId = '') AS root_name,
@@ -57,7 +59,7 @@ SELECT TraceId, any(ServiceName) AS service, groupUniqArray(ServiceName) AS serv
 FROM {SPANS_TABLE} FINAL
 WHERE {where} AND (Kind = 'tool' OR ParentSpanId = '')
 GROUP BY TraceId
-HAVING {having}"""
+HAVING {having})"""
 
 
 def _looping(n: str) -> str:
@@ -150,36 +152,26 @@ FROM ({R.calls(
 WHERE ts >= {R.ms("from_ms")} AND ts < {R.ms("to_ms")}
 """
 
-# the summarizer's pass: the traces with spans ingested in (after, upto], over their whole extent; those with a
-# loop of 2 or more, or of several services, with their first and last span second
-_PASS_CTES = f"""s_cand AS MATERIALIZED ({S.dirty_ids("after", "upto")}),
-s_bounds AS MATERIALIZED ({S.bounds_sql("s_cand")})"""
-PASS_CANDIDATES_SQL = f"""
-WITH {_PASS_CTES}
-SELECT c.*, x.first AS first, x.last AS last
-FROM ({_candidates(
+# the summarizer's pass: the traces with spans ingested in (after, upto] with their first and last span second, over
+# their whole extent; those with a loop of 2 or more, or of several services (``hit``), and the keys the summary
+# holds for them (``had``: under the hour of their first span then, which only moves earlier), which get a deleted
+# row where the pass writes none
+PASS_SQL = f"""
+WITH s_cand AS MATERIALIZED ({S.dirty_ids("after", "upto")}),
+s_bounds AS MATERIALIZED ({S.bounds_sql("s_cand")})
+SELECT x.TraceId AS TraceId, x.first AS first, x.last AS last, c.* EXCEPT TraceId, e.had AS had
+FROM (SELECT TraceId, toUnixTimestamp(min(Start)) AS first, toUnixTimestamp(max(End)) AS last
+      FROM {TRACE_LOOKUP_TABLE} WHERE TraceId IN (SELECT TraceId FROM s_cand) GROUP BY TraceId) AS x
+LEFT JOIN (SELECT *, toUInt8(1) AS hit FROM ({_candidates(
     "ProjectId = {project:String} AND Timestamp >= (SELECT lo FROM s_bounds)"
     " AND Timestamp < (SELECT hi FROM s_bounds) + INTERVAL 1 SECOND AND TraceId IN (SELECT TraceId FROM s_cand)",
     f"({_looping('2')}) OR length(services) > 1",
-)}) AS c
-JOIN (SELECT TraceId, toUnixTimestamp(min(Start)) AS first, toUnixTimestamp(max(End)) AS last FROM {TRACE_LOOKUP_TABLE}
-      WHERE TraceId IN (SELECT TraceId FROM s_cand) GROUP BY TraceId) AS x USING TraceId
-"""
-PASS_CALLS_SQL = f"""
-WITH ids AS (SELECT arrayJoin(splitByChar(',', {{ids:String}})) AS TraceId),
-bounds AS ({S.bounds_sql("ids")})
-SELECT TraceId, CallKey, toUnixTimestamp64Nano(ts) AS ts_ns, i, o, c, service
-FROM ({R.calls(S.extent_where("ids", "bounds"))})
-"""
-# the pass's traces' rows already in the summary (under the hour of their first span then, which only moves
-# earlier): those the pass does not write again get a deleted row
-PASS_EXISTING_SQL = f"""
-WITH {_PASS_CTES}
-SELECT toUnixTimestamp(Hour) AS Hour, TraceId, Pattern, toUnixTimestamp(First) AS First,
-       toUnixTimestamp(Last) AS Last
-FROM {LOOP_SUMMARY_TABLE} FINAL
-WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
-  AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_cand)
+)})) AS c ON c.TraceId = x.TraceId
+LEFT JOIN (SELECT TraceId, groupArray((toUnixTimestamp(Hour), Pattern)) AS had FROM {LOOP_SUMMARY_TABLE} FINAL
+           WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
+             AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_cand)
+           GROUP BY TraceId) AS e ON e.TraceId = x.TraceId
+WHERE c.hit = 1 OR notEmpty(e.had)
 """
 
 
@@ -261,14 +253,15 @@ def validate(repeats: int, limit: int, offset: int) -> None:
         raise QueryError(f"offset must be between 0 and 100000, got {offset}")
 
 
-def _tools(r: dict) -> list[tuple]:
-    return [tuple(x.values()) if isinstance(x, dict) else tuple(x) for x in r["tl"]]
+def _tuples(xs: list) -> list[tuple]:
+    """Arrays of tuples as the store returns them (dicts from Arrow structs, or tuples), as tuples."""
+    return [tuple(x.values()) if isinstance(x, dict) else tuple(x) for x in xs or []]
 
 
 def _detect(cands: list[dict], repeats: int, pattern: str = "") -> list[tuple[dict, list[tuple], list[Run]]]:
     found = []
     for r in cands:
-        tl = _tools(r)
+        tl = _tuples(r["tl"])
         runs = find_runs(tl, repeats)
         if pattern:
             runs = [x for x in runs if x.pattern == pattern]
@@ -405,42 +398,54 @@ SUMMARY_SCHEMA = pa.schema([
 ])  # fmt: skip
 
 
-def summary_rows(store: Store, params: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
+def summary_rows(store: Store, params: dict[str, Any], calls: pa.Table) -> tuple[pa.Table, pa.Table]:
     """The loop-summary rows of the traces with spans ingested in (after, upto] (``params``: project, after,
     upto), over each trace's whole extent, and the deleted rows for the keys of these traces the summary holds
-    and the pass does not write again."""
-    cands = store.query(PASS_CANDIDATES_SQL, params)
-    found = {r["TraceId"]: (tl, runs) for r, tl, runs in _detect(cands, 2)}
-    calls = _calls(store, PASS_CALLS_SQL, params, list(found))
+    and the pass does not write again. ``calls``: the same traces' LLM calls (``call_summary``'s columns), which the
+    pass computed already."""
+    traces = store.query(PASS_SQL, params)
+    found = {r["TraceId"]: (tl, runs) for r, tl, runs in _detect([r for r in traces if r["hit"]], 2)}
+    by_trace = _pass_calls(calls, list(found))
     rows: list[dict[str, Any]] = []
-    for r in cands:
-        tl, runs = found.get(r["TraceId"], ([], []))
-        tc = calls.get(r["TraceId"], [])
-        base = {
-            "ProjectId": params["project"], "Hour": r["first"] - r["first"] % 3600, "TraceId": r["TraceId"],
-            "First": r["first"], "Last": r["last"], "ServiceName": r["service"],
-            "Services": len(set(r["services"]) | {c[4] for c in tc}),
-            "Name": r["root_name"] or r["span_task_name"], "Running": int(not r["roots"]),
-        }  # fmt: skip
-        if base["Services"] > 1:  # a read of one service computes this trace from its spans
-            rows.append({**base, "Pattern": ""})
-        for run in runs:
-            loop = _loop(tl, run, tc)
-            rows.append({
-                **base, "Pattern": run.pattern, "Repeats": loop["repeats"], "Tool": loop["tool"],
-                "ArgsHash": loop["args_hash"] or "", "ErrorType": loop["error_type"] or "",
-                "StartNs": loop["start_ns"], "EndNs": loop["end_ns"], "WastedToolCalls": loop["wasted_tool_calls"],
-                "WastedToolMs": loop["wasted_tool_ms"], "WastedLlmCalls": loop["wasted_llm_calls"],
-                "WastedTokens": loop["wasted_tokens"], "WastedCostUsd": loop["wasted_cost_usd"],
-                "UnpricedLlmCalls": loop["unpriced_llm_calls"],
-            })  # fmt: skip
-    written = {(r["Hour"], r["TraceId"], r["Pattern"]) for r in rows}
-    gone = [
-        {**e, "ProjectId": params["project"]}
-        for e in store.query(PASS_EXISTING_SQL, params)
-        if (e["Hour"], e["TraceId"], e["Pattern"]) not in written
-    ]
+    gone: list[dict[str, Any]] = []
+    for r in traces:
+        key = {"ProjectId": params["project"], "Hour": r["first"] - r["first"] % 3600, "TraceId": r["TraceId"],
+               "First": r["first"], "Last": r["last"]}  # fmt: skip
+        written = len(rows)
+        if r["hit"]:
+            tl, runs = found.get(r["TraceId"], ([], []))
+            tc = by_trace.get(r["TraceId"], [])
+            base = {**key, "ServiceName": r["service"], "Services": len(set(r["services"]) | {c[4] for c in tc}),
+                    "Name": r["root_name"] or r["span_task_name"], "Running": int(not r["roots"])}  # fmt: skip
+            if base["Services"] > 1:  # a read of one service computes this trace from its spans
+                rows.append({**base, "Pattern": ""})
+            for run in runs:
+                loop = _loop(tl, run, tc)
+                rows.append({
+                    **base, "Pattern": run.pattern, "Repeats": loop["repeats"], "Tool": loop["tool"],
+                    "ArgsHash": loop["args_hash"] or "", "ErrorType": loop["error_type"] or "",
+                    "StartNs": loop["start_ns"], "EndNs": loop["end_ns"],
+                    "WastedToolCalls": loop["wasted_tool_calls"], "WastedToolMs": loop["wasted_tool_ms"],
+                    "WastedLlmCalls": loop["wasted_llm_calls"], "WastedTokens": loop["wasted_tokens"],
+                    "WastedCostUsd": loop["wasted_cost_usd"], "UnpricedLlmCalls": loop["unpriced_llm_calls"],
+                })  # fmt: skip
+        now = {(key["Hour"], x["Pattern"]) for x in rows[written:]}
+        gone += [{**key, "Hour": h, "Pattern": p} for h, p in _tuples(r["had"]) if (h, p) not in now]
     return _table(rows), _table(gone)
+
+
+def _pass_calls(calls: pa.Table, ids: list[str]) -> dict[str, list[tuple]]:
+    """The LLM calls of the traces ``ids`` among ``calls``, per trace: (ts_ns, input, output, cost, service)."""
+    out: dict[str, list[tuple]] = {}
+    if not ids or not calls.num_rows:
+        return out
+    mine = calls.filter(pc.is_in(calls.column("TraceId"), value_set=pa.array(ids)))
+    cols = [mine.column("TraceId").to_pylist(), mine.column("Ts").cast(pa.int64()).to_pylist(),
+            mine.column("InputTokens").to_pylist(), mine.column("OutputTokens").to_pylist(),
+            mine.column("CostUsd").to_pylist(), mine.column("ServiceName").to_pylist()]  # fmt: skip
+    for tid, *call in zip(*cols, strict=True):
+        out.setdefault(tid, []).append(tuple(call))
+    return out
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:

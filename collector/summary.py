@@ -333,7 +333,7 @@ class Summarizer:
                     self._insert(rows, upto, table_name=target)
                 if stale.num_rows:
                     self._insert(stale, upto, deleted=True, table_name=target)
-            rows, gone = loop_rows(self.store, p)
+            rows, gone = loop_rows(self.store, p, calls=rows)  # rows: the pass's calls
             for table, deleted in ((rows, False), (gone, True)):
                 if table.num_rows:
                     self._insert(table, upto, deleted=deleted, table_name=LOOP_SUMMARY_TABLE)
