@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -33,30 +34,41 @@ def _default(value: Any) -> Any:
 
 
 def _encoder(*, sort_keys: bool) -> Callable[[Any], str]:
-    """Compact JSON, ``ensure_ascii=False``. ``JSONEncoder.encode`` builds a C encoder on each call and tracks
-    containers to catch circular ones: ~1 us of a small call, more than the encoding. We build it once, without
-    that tracking (so it keeps no state and threads can share it); a circular structure then recurses until
-    RecursionError and is encoded again by the checking encoder, which says ValueError, as before."""
+    """Compact JSON, ``ensure_ascii=False``. ``JSONEncoder.encode`` builds a C encoder on each call: ~1 us of a
+    small call, more than the encoding. We build one per thread and keep it, with its own record of the containers
+    being encoded (so a circular structure is a ValueError at once, as before, and threads never see each other's
+    containers); after a failed call, whose record may keep that call's containers, the thread builds a new one.
+    (Without the record, a circular structure recursed until RecursionError, at the interpreter's depth limit,
+    where any finalizer the garbage collector ran failed too.)"""
     checked = json.JSONEncoder(
         sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, default=_default, check_circular=True
     ).encode
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # no C accelerator (another Python): the stock path
         return checked
+
+    def build() -> Callable[[Any, int], tuple[str, ...]]:
+        return make({}, _default, json.encoder.encode_basestring, None, ":", ",", sort_keys, False, True)
+
     try:
-        fast = make(None, _default, json.encoder.encode_basestring, None, ":", ",", sort_keys, False, True)
         sample = {"b": [1.5, None, "é\n", {2}], "a": True}
-        if "".join(fast(sample, 0)) != checked(sample):
+        if "".join(build()(sample, 0)) != checked(sample):
             return checked
     except Exception:  # noqa: BLE001 - a C encoder of another signature: the stock path
         return checked
     join = "".join
+    local = threading.local()
 
     def encode(value: Any) -> str:
         try:
+            fast = local.fast
+        except AttributeError:
+            fast = local.fast = build()
+        try:
             return join(fast(value, 0))
-        except RecursionError:
-            return checked(value)
+        except BaseException:
+            local.fast = build()
+            raise
 
     return encode
 
