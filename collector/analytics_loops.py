@@ -41,10 +41,11 @@ def _longest_run(flags: str) -> str:
 
 def _candidates(where: str, having: str) -> str:
     """Per trace (spans of ``where``): its service(s), roots, names and time-ordered tool calls ``tl``, and the
-    longest run of each pattern (``rep``, ``cyc``, ``err``), for the traces passing ``having``."""
+    longest run of each pattern (``rep``, ``cyc``, ``err``), for the traces passing ``having``. Grouped by the
+    trace id's 16 bytes, a UInt128 key, as the tools read is (collector/analytics_stats.py)."""
     return f"""
-SELECT TraceId, service, services, roots, root_name, span_task_name, tl FROM (
-SELECT TraceId, any(ServiceName) AS service, groupUniqArray(ServiceName) AS services,
+SELECT trace_id AS TraceId, service, services, roots, root_name, span_task_name, tl FROM (
+SELECT any(TraceId) AS trace_id, any(ServiceName) AS service, groupUniqArray(ServiceName) AS services,
        countIf(ParentSpanId = '') AS roots,
        anyIf(if(TaskName != '', TaskName, SpanName), ParentSpanId = '') AS root_name,
        anyIf(TaskName, TaskName != '') AS span_task_name,
@@ -58,7 +59,7 @@ SELECT TraceId, any(ServiceName) AS service, groupUniqArray(ServiceName) AS serv
        {_longest_run("arrayMap(i -> e[i] != '' AND e[i] = e[i - 1], range(2, length(e) + 1))")} + 1 AS err
 FROM {SPANS_TABLE} FINAL
 WHERE {where} AND (Kind = 'tool' OR ParentSpanId = '')
-GROUP BY TraceId
+GROUP BY reinterpretAsUInt128(unhex(TraceId))
 HAVING {having})"""
 
 

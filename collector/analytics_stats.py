@@ -11,7 +11,7 @@ from typing import Any
 from agentwatch.collector.analytics_common import PCTS, PCTS_IF, bucket_sql, interval_seconds, pcts, rnd
 from agentwatch.collector.migrations import INGEST_STATS_TABLE, SPANS_TABLE
 from agentwatch.collector.queries import TASKS_CTE, WHERE, QueryError, Scope, iso, roots_and_calls, task_params
-from agentwatch.collector.store import Store
+from agentwatch.collector.store import Store, parallel
 
 LATENCY_KINDS = ("task", "llm", "tool", "decision", "other", "all")
 GROUP_BY = {
@@ -67,28 +67,43 @@ GROUP BY grp, bucket_ms ORDER BY grp, bucket_ms
     return {"kind": kind, "group_by": group_by, "interval_s": iv, "unit": "ms", "items": items}
 
 
+# tools: per tool, calls, errors and latency over the window's tool spans (TOOLS_SQL), and, side by side, the
+# retries and repeated calls (TOOL_PAIRS_SQL), which need each task's tool calls in time order. Grouped by the trace
+# id's 16 bytes (a UInt128 key: the collector takes only 16-byte ids, written as 32 hex digits, as the OTel
+# exporter writes them), not its 32-character string: measured at 9.9M spans, 463-482 -> 358-375 ms.
+TOOLS_SQL = f"""
+SELECT ToolName AS tool, count() AS calls, countIf(ErrorType != '') AS errors, {PCTS}(Duration / 1e6) AS q,
+       max(Duration) / 1e6 AS mx
+FROM {SPANS_TABLE} FINAL WHERE {WHERE} AND Kind = 'tool'
+GROUP BY tool
+"""
+TOOL_PAIRS_SQL = f"""
+SELECT p.1 AS tool, countIf(p.2) AS retries, countIf(p.3) AS repeated
+FROM (
+    SELECT arraySort(groupArray((Timestamp, ToolName, ToolArgsHash, ErrorType != ''))) AS a,
+           a.2 AS tool, a.3 AS args, a.4 AS failed,
+           arrayFilter(t -> t.2 OR t.3, arrayZip(
+               arrayPopFront(tool),
+               arrayMap((pt, t, pf) -> pt = t AND pf, arrayPopBack(tool), arrayPopFront(tool), arrayPopBack(failed)),
+               arrayMap((pt, t, pa, ta) -> pt = t AND pa = ta AND ta != '',
+                        arrayPopBack(tool), arrayPopFront(tool), arrayPopBack(args), arrayPopFront(args))
+           )) AS pairs
+    FROM {SPANS_TABLE} FINAL WHERE {WHERE} AND Kind = 'tool'
+    GROUP BY reinterpretAsUInt128(unhex(TraceId)) HAVING count() > 1
+)
+ARRAY JOIN pairs AS p
+GROUP BY tool
+"""
+
+
 def tools(store: Store, scope: Scope, *, limit: int = 200) -> dict[str, Any]:
     """Per tool: calls, errors and error rate, latency percentiles, retries (a call right after a failed call
     of the same tool in the same task) and repeated identical calls (same tool and arguments as the task's
-    previous tool call)."""
-    sql = f"""
-WITH per_task AS (
-    SELECT arraySort(x -> x.1, groupArray((Timestamp, ToolName, ToolArgsHash, ErrorType != '', Duration))) AS a
-    FROM {SPANS_TABLE} FINAL WHERE {WHERE} AND Kind = 'tool'
-    GROUP BY TraceId
-),
-calls AS (
-    SELECT arrayJoin(arrayMap(i -> (a[i].2, a[i].4, a[i].5,
-                                     i > 1 AND a[i - 1].2 = a[i].2 AND a[i - 1].4,
-                                     i > 1 AND a[i - 1].2 = a[i].2 AND a[i - 1].3 = a[i].3 AND a[i].3 != ''),
-                              arrayEnumerate(a))) AS c
-    FROM per_task
-)
-SELECT c.1 AS tool, count() AS calls, countIf(c.2) AS errors, {PCTS}(c.3 / 1e6) AS q, max(c.3) / 1e6 AS mx,
-       countIf(c.4) AS retries, countIf(c.5) AS repeated
-FROM calls GROUP BY tool ORDER BY calls DESC, tool LIMIT {{limit:UInt32}}
-"""
-    rows = store.query(sql, {**scope.params(), "limit": limit})
+    previous tool call); the most called first."""
+    params = {**scope.params(), "limit": limit}
+    rows, pairs = parallel(lambda: store.query(TOOLS_SQL, params), lambda: store.query(TOOL_PAIRS_SQL, params))
+    by_tool = {p["tool"]: p for p in pairs}
+    rows.sort(key=lambda r: (-r["calls"], r["tool"]))
     return {
         "items": [
             {
@@ -98,10 +113,10 @@ FROM calls GROUP BY tool ORDER BY calls DESC, tool LIMIT {{limit:UInt32}}
                 "error_rate": rnd(r["errors"] / r["calls"], 4) if r["calls"] else None,
                 "latency_ms": pcts(r["q"]),
                 "max_ms": rnd(r["mx"]),
-                "retries": int(r["retries"]),
-                "repeated_identical": int(r["repeated"]),
+                "retries": int(by_tool.get(r["tool"], {}).get("retries", 0)),
+                "repeated_identical": int(by_tool.get(r["tool"], {}).get("repeated", 0)),
             }
-            for r in rows
+            for r in rows[:limit]
         ]
     }
 
