@@ -497,6 +497,13 @@ def main() -> int:
         )
         print("collector /metrics: " + hist(m, "agentwatch_decode_seconds"))
         print("collector /metrics: " + hist(m, "agentwatch_insert_seconds"))
+        parts = []
+        for part in ("tasks", "calls", "loops"):
+            label = '{part="' + part + '"}'
+            took = m.get(f"agentwatch_summary_seconds_sum{label}", 0.0)
+            n = m.get(f"agentwatch_summary_seconds_count{label}", 0)
+            parts.append(f"{part} {took:.2f} s in {n:.0f} passes")
+        print("collector /metrics: summarizer " + ", ".join(parts))
         checks = [
             ("persisted >= 30,000 spans/s", rate >= 30_000), ("ratio >= 0.5x", out["ratio"] >= 0.5),
             ("freshness p99 < 2 s", out["fresh_p99"] < 2), ("peak RSS < 1 GiB", peak[0] < 2**30),

@@ -42,22 +42,27 @@ def _longest_run(flags: str) -> str:
 def _candidates(where: str, having: str) -> str:
     """Per trace (spans of ``where``): its service(s), roots, names and time-ordered tool calls ``tl``, and the
     longest run of each pattern (``rep``, ``cyc``, ``err``), for the traces passing ``having``. Grouped by the
-    trace id's 16 bytes, a UInt128 key, as the tools read is (collector/analytics_stats.py)."""
+    trace id's 16 bytes, a UInt128 key, as the tools read is (collector/analytics_stats.py). A span sent twice
+    (an exporter's retry) counts once without FINAL: its copies sort next to each other (same start, same span
+    id) and all but one are dropped, and roots are counted by span id. FINAL would merge the recent, small parts
+    these reads touch (the newest hour, while spans arrive): most of a summarizer pass's time."""
     return f"""
 SELECT trace_id AS TraceId, service, services, roots, root_name, span_task_name, tl FROM (
 SELECT any(TraceId) AS trace_id, any(ServiceName) AS service, groupUniqArray(ServiceName) AS services,
-       countIf(ParentSpanId = '') AS roots,
+       uniqExactIf(SpanId, ParentSpanId = '') AS roots,
        anyIf(if(TaskName != '', TaskName, SpanName), ParentSpanId = '') AS root_name,
        anyIf(TaskName, TaskName != '') AS span_task_name,
-       arraySort(x -> x.1, groupArrayIf((toUnixTimestamp64Nano(Timestamp), ToolName, ToolArgsHash, ErrorType,
-                                         Duration), Kind = 'tool')) AS tl,
+       arraySort(groupArrayIf((toUnixTimestamp64Nano(Timestamp), SpanId, ToolName, ToolArgsHash, ErrorType,
+                               Duration), Kind = 'tool')) AS ts,
+       arrayMap(x -> (x.1, x.3, x.4, x.5, x.6),
+                arrayFilter((x, i) -> i = 1 OR x.2 != ts[i - 1].2, ts, arrayEnumerate(ts))) AS tl,
        arrayMap(x -> concat(x.2, '#', x.3), tl) AS k,
        arrayMap(x -> if(x.4 != '', concat(x.2, '!', x.4), ''), tl) AS e,
        {_longest_run("arrayMap(i -> k[i] = k[i - 1], range(2, length(k) + 1))")} + 1 AS rep,
        intDiv({_longest_run("arrayMap(i -> k[i] = k[i - 2] AND k[i] != k[i - 1], range(3, length(k) + 1))")} + 2,
               2) AS cyc,
        {_longest_run("arrayMap(i -> e[i] != '' AND e[i] = e[i - 1], range(2, length(e) + 1))")} + 1 AS err
-FROM {SPANS_TABLE} FINAL
+FROM {SPANS_TABLE}
 WHERE {where} AND (Kind = 'tool' OR ParentSpanId = '')
 GROUP BY reinterpretAsUInt128(unhex(TraceId))
 HAVING {having})"""

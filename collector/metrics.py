@@ -43,6 +43,13 @@ class Metrics:
         self.loops_summarized = Counter(
             "agentwatch_loops_summarized", "Loop summary rows written (one per loop pattern of a trace)", registry=r
         )
+        self.summary_seconds = Histogram(
+            "agentwatch_summary_seconds",
+            "Time of one summarizer pass's part (compute and write): tasks, calls or loops",
+            ["part"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.summary_errors = Counter("agentwatch_summary_errors", "Failed task summary passes", registry=r)
         self.summary_watermark = Gauge(
             "agentwatch_summary_watermark_seconds", "Spans ingested up to this time are summarized", registry=r

@@ -321,10 +321,11 @@ class Summarizer:
         tasks = 0
         for row in self.store.query(_PROJECTS_SQL, params):
             p = {**params, "project": row["ProjectId"]}
-            for sql, target, keys in (
-                (_COMPUTE_SQL, TASK_SUMMARY_TABLE, ["ProjectId", "TraceId"]),
-                (_CALLS_COMPUTE_SQL, CALL_SUMMARY_TABLE, ["ProjectId", "TraceId", "CallKey"]),
+            for part, sql, target, keys in (
+                ("tasks", _COMPUTE_SQL, TASK_SUMMARY_TABLE, ["ProjectId", "TraceId"]),
+                ("calls", _CALLS_COMPUTE_SQL, CALL_SUMMARY_TABLE, ["ProjectId", "TraceId", "CallKey"]),
             ):
+                t0 = time.monotonic()
                 table = self.store.query_arrow(sql, p)
                 if target == TASK_SUMMARY_TABLE:
                     tasks += table.num_rows
@@ -333,10 +334,13 @@ class Summarizer:
                     self._insert(rows, upto, table_name=target)
                 if stale.num_rows:
                     self._insert(stale, upto, deleted=True, table_name=target)
+                self._took(part, t0)
+            t0 = time.monotonic()
             rows, gone = loop_rows(self.store, p, calls=rows)  # rows: the pass's calls
             for table, deleted in ((rows, False), (gone, True)):
                 if table.num_rows:
                     self._insert(table, upto, deleted=deleted, table_name=LOOP_SUMMARY_TABLE)
+            self._took("loops", t0)
         self.store.command(
             f"INSERT INTO {SUMMARY_WATERMARK_TABLE} (Watermark) VALUES (fromUnixTimestamp64Milli({{wm:Int64}}))",
             {"wm": upto},
@@ -348,6 +352,10 @@ class Summarizer:
             self.chunk = min(max(self.chunk * min(max(TARGET_TASKS / max(tasks, 1), 0.25), 4.0), 1.0), 86400.0)
             return True
         return False
+
+    def _took(self, part: str, since: float) -> None:
+        if self.metrics:
+            self.metrics.summary_seconds.labels(part).observe(time.monotonic() - since)
 
     def _limit(self, now_ms: int) -> int:
         """The newest ``IngestedAt`` a pass may cover: every span stamped up to it is visible. With the only writer
