@@ -731,3 +731,20 @@ def test_one_service_of_a_trace_of_several_is_computed_from_its_spans(env):
     assert [(i["pattern"], i["repeats"]) for i in want[0]["items"]] == [("cycle", 2)]
     assert [(i["pattern"], i["repeats"], i["running"]) for i in want[3]["items"]] == [("repeat", 3, False)]
     assert want[1]["total"] == 0 and [(i["repeats"], i["running"]) for i in want[4]["items"]] == [(2, True)]
+
+
+def test_a_loop_whose_spans_start_within_one_second_is_summarized(env):
+    """The trace lookup keeps seconds: a trace whose spans all start in one second has first == last, and the pass
+    must still read its spans (a DateTime bound against the spans' DateTime64 once skipped them)."""
+    store, _, rest, _ = env
+    project, tid = "loop-one-second", "af" * 16
+    t0 = (CFG.current_start_ms + 3_600_000 + 100) * 1_000_000
+    spans = _looping_task(rest, project, tid, t0, [("search", "q1", "svc-a")] * 3)
+    spans = [{**s, "Timestamp": t0 + i * 1_000_000} for i, s in enumerate(spans)]  # a millisecond apart
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(spans)))
+    scope = queries.Scope(project, CFG.current_start_ms, CFG.current_end_ms)
+    live = analytics_loops.loops(store, scope)
+    assert [i["repeats"] for i in live["items"]] == [3]
+    summary.Summarizer(store, lag=0.0).catch_up()
+    assert [(r["Pattern"], r["Repeats"]) for r in _loop_rows(store, project)] == [("repeat", 3)]
+    assert analytics_loops.loops(store, scope) == live
