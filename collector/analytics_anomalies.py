@@ -13,7 +13,8 @@ The baseline is computed once and reused (per store, in the process) while its h
 at most 10 minutes: it is most of the rows read, and the live windows of the dashboard and the alert engine
 share one baseline for an hour. Measured at 9.9M spans (bench/queries.py): 12.8 s a call before; after, 7.4 s
 for the first call of an hour and 2.5 s for the next ones; with the task and call summaries (collector/summary.py),
-1.6-1.7 s and 0.76-0.81 s (README, Benchmarks).
+1.6-1.7 s and 0.76-0.81 s; with the tasks and the calls read side by side, 0.66-0.81 s on a slower day (README,
+Benchmarks).
 
 Flagged when score >= ``z`` AND value / baseline median >= ``ratio``: the score makes it unusual for this key,
 the ratio makes it matter. Unpriced tasks (cost 0 because no price is known) are not scored for cost.
@@ -28,7 +29,7 @@ from agentwatch.collector import summary as S
 from agentwatch.collector.analytics_common import MAD_SCALE, check_range, rnd
 from agentwatch.collector.baselines import baselines
 from agentwatch.collector.queries import QueryError, Scope, iso
-from agentwatch.collector.store import Store
+from agentwatch.collector.store import Store, parallel
 
 DEFAULT_BASELINE_H = 7 * 24
 MIN_LOG_SPREAD = 0.05  # a floor on the robust spread in log space (~5 %): identical costs do not give z = inf
@@ -121,40 +122,46 @@ def _score_cte(name: str, kind: str, source: str, keys: str, payload: str) -> st
     return _SCORE.format(name=name, kind=kind, source=source, keys=keys, payload=payload)
 
 
-# The window's tasks far above their (service, name) baseline, its token bombs and its hourly spend against the
-# baseline's hours (at least 24 of them), in one statement: bombs and spend read the window's calls. ``kind`` tells
-# the rows apart; each branch keeps its own filter, order and limit. Params: the scope's, wm_ms, base (the
-# baseline, JSON), the thresholds.
+# The window's tasks far above their (service, name) baseline (TASK_ANOMALIES_SQL, from the task summaries), and,
+# side by side, its token bombs and its hourly spend against the baseline's hours, at least 24 of them
+# (CALL_ANOMALIES_SQL, from the call summaries; ``kind`` tells the rows apart, each branch keeps its own filter,
+# order and limit). Two statements, not one: measured at 9.9M spans, 842-1,077 -> 661-807 ms. Params: the scope's,
+# wm_ms, base (the baseline, JSON), the thresholds.
 _BASE = f"""
 base AS (
     SELECT b.1 AS kind, b.2 AS service, b.3 AS name, b.4 AS model, b.5 AS n, b.6 AS med, b.7 AS mad
     FROM (SELECT arrayJoin(JSONExtract({{base:String}}, '{_BASELINE_TYPE}')) AS b)
 )"""
-ANOMALIES_SQL = f"""
-WITH {S.window_ctes("from_ms", "to_ms")},{S.calls_ctes("from_ms", "to_ms", dirty_cte="s_dirty")},
+_TASK_CTES = f"""
+WITH {S.window_ctes("from_ms", "to_ms")},
 roots AS (
     SELECT TraceId, ServiceName AS service, Name AS name, Start AS ts, CostUsd AS cost, InputTokens AS i,
            OutputTokens AS o, LlmCalls AS llm_calls
     FROM s_window
 ),
-calls AS MATERIALIZED ({_CALLS}),
 {_BASE.strip()},
 task_pts AS (
     SELECT TraceId, service, name, ts, cost, i, o, llm_calls, log(cost) AS x FROM roots WHERE cost > 0
 ),
-{_score_cte("task_scored", "task", "task_pts", "service, name", "TraceId, ts, cost, i, o, llm_calls, x")},
+{_score_cte("task_scored", "task", "task_pts", "service, name", "TraceId, ts, cost, i, o, llm_calls, x")}
+"""
+TASK_ANOMALIES_SQL = f"""{_TASK_CTES}
+SELECT 'task' AS kind, p.1 AS trace_id, '' AS span_id, service, name, '' AS model,
+       toUnixTimestamp64Nano(p.2) AS start_ns, p.3 AS cost, p.4 AS input_tokens, p.5 AS output_tokens,
+       p.6 AS llm_calls, exp(med) AS baseline, n AS baseline_n, use_b, (p.7 - med) / spread AS score,
+       p.3 / exp(med) AS ratio
+FROM task_scored
+WHERE score >= {{z:Float64}} AND ratio >= {{ratio:Float64}}
+ORDER BY score DESC, trace_id LIMIT {{limit:UInt32}}
+"""
+CALL_ANOMALIES_SQL = f"""
+WITH {S.calls_ctes("from_ms", "to_ms").strip().rstrip(",")},
+calls AS MATERIALIZED ({_CALLS}),
+{_BASE.strip()},
 bomb_pts AS MATERIALIZED ({_BOMB_X}),
 {_BOMB_STATS.strip()},
 hours AS ({_HOURS})
 SELECT * FROM (
-    SELECT 'task' AS kind, p.1 AS trace_id, '' AS span_id, service, name, '' AS model,
-           toUnixTimestamp64Nano(p.2) AS start_ns, p.3 AS cost, p.4 AS input_tokens, p.5 AS output_tokens,
-           p.6 AS llm_calls, exp(med) AS baseline, n AS baseline_n, use_b, (p.7 - med) / spread AS score,
-           p.3 / exp(med) AS ratio
-    FROM task_scored
-    WHERE score >= {{z:Float64}} AND ratio >= {{ratio:Float64}}
-    ORDER BY score DESC, trace_id LIMIT {{limit:UInt32}}
-    UNION ALL
     SELECT 'bomb' AS kind, p.TraceId AS trace_id, p.span_id AS span_id, p.service AS service, p.name AS name,
            p.model AS model, toUnixTimestamp64Nano(p.ts) AS start_ns, p.cost AS cost, p.i AS input_tokens,
            toUInt64(0) AS output_tokens, toUInt64(0) AS llm_calls, exp(s.med) AS baseline, s.n AS baseline_n,
@@ -172,8 +179,9 @@ SELECT * FROM (
         ON b.service = h.service
     WHERE score >= {{spike_z:Float64}} AND ratio >= {{spike_ratio:Float64}}
 )
-ORDER BY kind DESC, score DESC, trace_id, span_id
+ORDER BY kind, score DESC, trace_id, span_id
 """
+
 
 def _baseline(store: Store, params: dict[str, Any]) -> str:
     """The baseline's rows as the JSON the anomaly query takes (``base``), cached (collector/baselines.py)."""
@@ -210,7 +218,10 @@ def cost_anomalies(
     }  # fmt: skip
     params["wm_ms"] = S.watermark(store)
     params["base"] = _baseline(store, params)
-    rows = store.query(ANOMALIES_SQL, params)
+    # the tasks (task summaries) and the calls (call summaries) are independent reads: side by side
+    tasks, calls = parallel(lambda: store.query(TASK_ANOMALIES_SQL, params),
+                            lambda: store.query(CALL_ANOMALIES_SQL, params))  # fmt: skip
+    rows = tasks + calls
     items = [
         {
             "trace_id": r["trace_id"],

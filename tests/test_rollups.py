@@ -204,7 +204,7 @@ def test_overview_unit_economics_and_anomaly_inputs_equal_the_reference(env):
     base_ms = SCOPE.start_ms - 24 * 3_600_000
     params = {**SCOPE.params(), "base_ms": base_ms, "bend_ms": SCOPE.start_ms, "base": "[]", "min_samples": 20,
               "wm_ms": summary.watermark(store)}  # fmt: skip
-    head = analytics_anomalies.ANOMALIES_SQL.rsplit("SELECT * FROM (", 1)[0]
+    head = analytics_anomalies.TASK_ANOMALIES_SQL.rsplit("SELECT 'task' AS kind", 1)[0]
     got = store.query(f"{head} SELECT TraceId, cost, i, llm_calls AS n FROM roots WHERE n > 0", params)
     got = {r["TraceId"]: r for r in got}
     assert set(got) == {t for t, w in want.items() if w["llm_calls"]}
@@ -344,7 +344,7 @@ def _check_baseline_cache(store, cfg, scope, sent) -> None:
     def run() -> tuple[dict, dict[tuple, int]]:
         before = len(sent)
         out = analytics_anomalies.cost_anomalies(store, scope, baseline_hours=24)
-        base = next(p["base"] for sql, p in sent[before:] if sql == analytics_anomalies.ANOMALIES_SQL)
+        base = next(p["base"] for sql, p in sent[before:] if sql == analytics_anomalies.TASK_ANOMALIES_SQL)
         return out, {tuple(b[:4]): b[4] for b in json.loads(base)}
 
     first, n1 = run()
