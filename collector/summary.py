@@ -242,6 +242,7 @@ _CALLS_COMPUTE_SQL = f"""WITH {compute_ctes(dirty_ids("after", "upto"))}
 {_call_rows("(" + R.calls(extent_where("s_cand", "s_bounds"), extra="groupUniqArray(Hour) AS hours") + ")",
             "s_roots", extra=", arrayFilter(h -> h != toStartOfHour(c.ts), c.hours) AS StaleHours")}"""
 
+BACKOFF = 2.0  # the pause after a pass is at least this many times the pass's length
 TARGET_TASKS = 100_000  # tasks a catching-up pass aims at: bounded memory and time, few passes
 
 
@@ -276,6 +277,7 @@ class Summarizer:
         self.last_error: str | None = None
         self.rows_written = 0
         self.passes = 0
+        self.last_pass_s = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="agentwatch-summarizer", daemon=True)
@@ -287,7 +289,9 @@ class Summarizer:
             self._thread.join(timeout=60)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        pause = self.interval
+        while not self._stop.wait(pause):
+            pause = self.interval
             try:
                 t0, before, said = time.monotonic(), self.rows_written, time.monotonic()
                 while self.run_once() and not self._stop.is_set():  # catching up: chunks back to back
@@ -295,6 +299,10 @@ class Summarizer:
                         said = time.monotonic()
                         log.info("agentwatch summarizer: catching up, %d tasks in %.0fs so far",
                                  self.rows_written - before, said - t0)  # fmt: skip
+                # under heavy ingest a pass takes long: the next waits at least twice as long, so the summarizer
+                # takes at most about a third of the time (its passes get bigger and fewer, each costs less per
+                # span), and the reads compute the few seconds more of traces it has not summarized yet
+                pause = max(self.interval, BACKOFF * self.last_pass_s)
                 self.last_error = None
             except Exception as e:  # noqa: BLE001 - a pass fails (store down): the reads compute it, retry later
                 if self.last_error != str(e):
@@ -305,6 +313,13 @@ class Summarizer:
 
     def run_once(self) -> bool:
         """One pass; True if it stopped at the chunk size (more is waiting), False when caught up."""
+        t0 = time.monotonic()
+        try:
+            return self._pass()
+        finally:
+            self.last_pass_s = time.monotonic() - t0
+
+    def _pass(self) -> bool:
         # imported here: analytics_loops builds its SQL from this module's fragments when it is imported
         from agentwatch.collector.analytics_loops import summary_rows as loop_rows
 

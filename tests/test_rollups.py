@@ -7,6 +7,7 @@ running (its root not arrived yet), then completed."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import random
@@ -582,6 +583,27 @@ def test_a_task_whose_root_moves_to_another_hour_keeps_one_summary_row(env):
     scope = queries.Scope(project, CFG.current_start_ms, CFG.current_start_ms + 3 * 3_600_000)
     got = queries.tasks(store, scope, queries.TaskFilter())
     assert [t["trace_id"] for t in got["items"]] == [tid] and got["total"] == 1
+
+
+def test_after_a_slow_pass_the_summarizer_pauses_twice_as_long(env):
+    """Under heavy ingest a pass takes long; the summarizer then backs off (bigger, fewer passes) instead of taking
+    the collector's CPU from ingest."""
+    starts: list[float] = []
+
+    class Slow(summary.Summarizer):
+        def _pass(self) -> bool:
+            starts.append(time.monotonic())
+            time.sleep(0.2)
+            return False
+
+    s = Slow(env[0], interval=0.01)
+    s.start()
+    deadline = time.monotonic() + 10
+    while len(starts) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    s.stop()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(gaps) >= 2 and min(gaps) >= 0.2 + 2 * 0.2 - 0.02, gaps  # the pass, then twice its length
 
 
 def test_the_summarizer_waits_out_the_lag_and_catches_up_in_chunks(env):
