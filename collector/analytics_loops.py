@@ -81,7 +81,7 @@ _CONTAINED = f"First >= {R.ms('from_ms')} AND Last + INTERVAL 1 SECOND <= {R.ms(
 # after the watermark (of the scope's service alone, with a service); per trace the first pattern (in PATTERNS'
 # order) of the threshold, costliest waste first: the top ``top`` of them and how many there are
 SUMMARY_TOP_SQL = f"""
-WITH l_dirty AS MATERIALIZED ({S.dirty("wm_ms")})
+WITH l_dirty AS MATERIALIZED ({S.dirty("wm_ms", "cut_ms")})
 SELECT TraceId, service AS ServiceName, name AS Name, running AS Running, patterns, m.1 AS Pattern, m.2 AS Tool,
        m.3 AS ArgsHash, m.4 AS ErrorType, m.5 AS Repeats, m.6 AS StartNs, m.7 AS EndNs, m.8 AS WastedToolCalls,
        m.9 AS WastedToolMs, m.10 AS WastedLlmCalls, m.11 AS WastedTokens, m.12 AS WastedCostUsd,
@@ -110,7 +110,7 @@ LIMIT {{top:UInt32}}
 # several services (one service's tool calls alone may loop). Only the hours these traces have spans in are read
 # (their extents: the trace lookup's, the summary's), by primary key: at the edges and the newest hour, mostly.
 LIVE_SQL = f"""
-WITH l_dirty AS MATERIALIZED ({S.dirty_ids("wm_ms")}),
+WITH l_dirty AS MATERIALIZED ({S.dirty_ids("wm_ms", "cut_ms")}),
 l_edge AS MATERIALIZED (
     SELECT DISTINCT TraceId, First, Last FROM {LOOP_SUMMARY_TABLE} FINAL
     WHERE ProjectId = {{project:String}} AND Hour < {R.ms("to_ms")} AND First < {R.ms("to_ms")}
@@ -296,7 +296,10 @@ def loops(
     validate(repeats, limit, offset)
     if pattern and pattern not in PATTERNS:
         raise QueryError(f"pattern must be one of {', '.join(PATTERNS)}, got {pattern[:64]!r}")
-    params = {**scope.params(), "repeats": repeats, "wm_ms": S.watermark(store), "pattern": pattern,
+    # the traces touched after the watermark, up to now on the store's clock: the same set for both statements, or
+    # a trace touched between them would be in both answers, or in neither
+    cut = int(store.query("SELECT toUnixTimestamp64Milli(now64(3)) AS ms")[0]["ms"])
+    params = {**scope.params(), "repeats": repeats, "wm_ms": S.watermark(store), "cut_ms": cut, "pattern": pattern,
               "top": offset + limit}  # fmt: skip
     if params["wm_ms"]:
         summarized, cands = parallel(lambda: store.query(SUMMARY_TOP_SQL, params),

@@ -12,6 +12,7 @@ import json
 import math
 import random
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -770,3 +771,33 @@ def test_a_loop_whose_spans_start_within_one_second_is_summarized(env):
     summary.Summarizer(store, lag=0.0).catch_up()
     assert [(r["Pattern"], r["Repeats"]) for r in _loop_rows(store, project)] == [("repeat", 3)]
     assert analytics_loops.loops(store, scope) == live
+
+
+def test_a_span_arriving_between_the_summary_read_and_the_span_read_counts_its_loop_once(env):
+    """Loops read the summary and the spans in two statements; a trace touched between them must not be taken from
+    both (nor from neither): both take the traces touched up to the same moment as not summarized."""
+    store, _, rest, _ = env
+    project, tid = "loop-race", "b0" * 16
+    t0 = (CFG.current_start_ms + 2 * 3_600_000) * 1_000_000
+    spans = _looping_task(rest, project, tid, t0, [("search", "q1", "svc-a")] * 3)
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(spans)))
+    summary.Summarizer(store, lag=0.0).catch_up()
+    inserted = threading.Event()
+
+    class Racing:
+        """The store, with one of the trace's spans sent again right after the summary's statement."""
+
+        def query(self, sql, params=None):
+            if sql is analytics_loops.LIVE_SQL:
+                assert inserted.wait(10)
+            out = store.query(sql, params)
+            if sql is analytics_loops.SUMMARY_TOP_SQL:
+                store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(spans[-1:])))
+                inserted.set()
+            return out
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+    got = analytics_loops.loops(Racing(), queries.Scope(project, CFG.current_start_ms, CFG.current_end_ms))
+    assert got["total"] == 1 and [i["trace_id"] for i in got["items"]] == [tid]
