@@ -45,7 +45,9 @@ def _candidates(where: str, having: str) -> str:
     trace id's 16 bytes, a UInt128 key, as the tools read is (collector/analytics_stats.py). A span sent twice
     (an exporter's retry) counts once without FINAL: its copies sort next to each other (same start, same span
     id) and all but one are dropped, and roots are counted by span id. FINAL would merge the recent, small parts
-    these reads touch (the newest hour, while spans arrive): most of a summarizer pass's time."""
+    these reads touch (the newest hour, while spans arrive): most of a summarizer pass's time. The run lengths
+    compare 64-bit hashes of (tool, arguments) and (tool, error): a filter only, since ``find_runs`` finds the
+    runs on the strings (equal strings hash equal, so no loop is missed)."""
     return f"""
 SELECT trace_id AS TraceId, service, services, roots, root_name, span_task_name, tl FROM (
 SELECT any(TraceId) AS trace_id, any(ServiceName) AS service, groupUniqArray(ServiceName) AS services,
@@ -56,12 +58,12 @@ SELECT any(TraceId) AS trace_id, any(ServiceName) AS service, groupUniqArray(Ser
                                Duration), Kind = 'tool')) AS ts,
        arrayMap(x -> (x.1, x.3, x.4, x.5, x.6),
                 arrayFilter((x, i) -> i = 1 OR x.2 != ts[i - 1].2, ts, arrayEnumerate(ts))) AS tl,
-       arrayMap(x -> concat(x.2, '#', x.3), tl) AS k,
-       arrayMap(x -> if(x.4 != '', concat(x.2, '!', x.4), ''), tl) AS e,
+       arrayMap(x -> cityHash64(x.2, x.3), tl) AS k,
+       arrayMap(x -> if(x.4 != '', cityHash64(x.2, x.4), 0), tl) AS e,
        {_longest_run("arrayMap(i -> k[i] = k[i - 1], range(2, length(k) + 1))")} + 1 AS rep,
        intDiv({_longest_run("arrayMap(i -> k[i] = k[i - 2] AND k[i] != k[i - 1], range(3, length(k) + 1))")} + 2,
               2) AS cyc,
-       {_longest_run("arrayMap(i -> e[i] != '' AND e[i] = e[i - 1], range(2, length(e) + 1))")} + 1 AS err
+       {_longest_run("arrayMap(i -> e[i] != 0 AND e[i] = e[i - 1], range(2, length(e) + 1))")} + 1 AS err
 FROM {SPANS_TABLE}
 WHERE {where} AND (Kind = 'tool' OR ParentSpanId = '')
 GROUP BY reinterpretAsUInt128(unhex(TraceId))
