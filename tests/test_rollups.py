@@ -645,6 +645,9 @@ def test_a_project_with_no_spans_gets_empty_answers_not_errors(env):
     assert (dr["items"], dr["model_changes"]) == ([], [])
     assert dr["sampled"] == {"baseline_ppm": 1_000_000, "current_ppm": 1_000_000, "baseline_calls_ppm": 1_000_000,
                              "current_calls_ppm": 1_000_000}  # fmt: skip
+    for repeats in (2, 3):
+        assert analytics_loops.loops(store, scope, repeats=repeats) == {"repeats": repeats, "total": 0, "items": []}
+    assert analytics_stats.tools(store, scope) == {"items": []}
 
 
 # --- loop summaries (migration 9) ----------------------------------------------------------------------------------
