@@ -388,14 +388,22 @@ def _item(r: dict, tl: list[tuple], runs: list[Run], calls: list[tuple], earlier
     )
 
 
+# a loop's fields (``_loop``) and the loop-summary columns that keep them; the strings are '' there for None
+_LOOP_COLUMNS = {
+    "tool": "Tool", "args_hash": "ArgsHash", "error_type": "ErrorType", "repeats": "Repeats", "start_ns": "StartNs",
+    "end_ns": "EndNs", "wasted_tool_calls": "WastedToolCalls", "wasted_tool_ms": "WastedToolMs",
+    "wasted_llm_calls": "WastedLlmCalls", "wasted_tokens": "WastedTokens", "wasted_cost_usd": "WastedCostUsd",
+    "unpriced_llm_calls": "UnpricedLlmCalls",
+}  # fmt: skip
+_LOOP_STRINGS = ("tool", "args_hash", "error_type")
+
+
+def _loop_columns(loop: dict[str, Any]) -> dict[str, Any]:
+    return {c: loop[k] or "" if k in _LOOP_STRINGS else loop[k] for k, c in _LOOP_COLUMNS.items()}
+
+
 def _summary_item(r: dict) -> dict[str, Any]:
-    loop = {
-        "tool": r["Tool"], "args_hash": r["ArgsHash"] or None, "error_type": r["ErrorType"] or None,
-        "repeats": r["Repeats"], "start_ns": r["StartNs"], "end_ns": r["EndNs"],
-        "wasted_tool_calls": r["WastedToolCalls"], "wasted_tool_ms": r["WastedToolMs"],
-        "wasted_llm_calls": r["WastedLlmCalls"], "wasted_tokens": r["WastedTokens"],
-        "wasted_cost_usd": r["WastedCostUsd"], "unpriced_llm_calls": r["UnpricedLlmCalls"],
-    }  # fmt: skip
+    loop = {k: r[c] or None if k in _LOOP_STRINGS else r[c] for k, c in _LOOP_COLUMNS.items()}
     return _shown(r["TraceId"], r["ServiceName"], r["Name"] or None, list(r["patterns"]), bool(r["Running"]), loop)
 
 
@@ -433,15 +441,7 @@ def summary_rows(store: Store, params: dict[str, Any], calls: pa.Table) -> tuple
             if base["Services"] > 1:  # a read of one service computes this trace from its spans
                 rows.append({**base, "Pattern": ""})
             for run in runs:
-                loop = _loop(tl, run, tc)
-                rows.append({
-                    **base, "Pattern": run.pattern, "Repeats": loop["repeats"], "Tool": loop["tool"],
-                    "ArgsHash": loop["args_hash"] or "", "ErrorType": loop["error_type"] or "",
-                    "StartNs": loop["start_ns"], "EndNs": loop["end_ns"],
-                    "WastedToolCalls": loop["wasted_tool_calls"], "WastedToolMs": loop["wasted_tool_ms"],
-                    "WastedLlmCalls": loop["wasted_llm_calls"], "WastedTokens": loop["wasted_tokens"],
-                    "WastedCostUsd": loop["wasted_cost_usd"], "UnpricedLlmCalls": loop["unpriced_llm_calls"],
-                })  # fmt: skip
+                rows.append({**base, "Pattern": run.pattern, **_loop_columns(_loop(tl, run, tc))})
         now = {(key["Hour"], x["Pattern"]) for x in rows[written:]}
         gone += [{**key, "Hour": h, "Pattern": p} for h, p in _tuples(r["had"]) if (h, p) not in now]
     return _table(rows), _table(gone)

@@ -41,7 +41,9 @@ class Metrics:
         self.summarized = Counter("agentwatch_tasks_summarized", "Task summary rows written", registry=r)
         self.calls_summarized = Counter("agentwatch_calls_summarized", "LLM call summary rows written", registry=r)
         self.loops_summarized = Counter(
-            "agentwatch_loops_summarized", "Loop summary rows written (one per loop pattern of a trace)", registry=r
+            "agentwatch_loops_summarized",
+            "Loop summary rows written (one per loop pattern of a trace; one marks a trace of several services)",
+            registry=r,
         )
         self.summary_seconds = Histogram(
             "agentwatch_summary_seconds",

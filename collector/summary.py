@@ -345,13 +345,15 @@ class Summarizer:
                 if target == TASK_SUMMARY_TABLE:
                     tasks += table.num_rows
                 rows, stale = _split_stale(table, keys)
+                if target == CALL_SUMMARY_TABLE:
+                    calls = rows  # the loops of these traces are priced with them
                 if rows.num_rows:
                     self._insert(rows, upto, table_name=target)
                 if stale.num_rows:
                     self._insert(stale, upto, deleted=True, table_name=target)
                 self._took(part, t0)
             t0 = time.monotonic()
-            rows, gone = loop_rows(self.store, p, calls=rows)  # rows: the pass's calls
+            rows, gone = loop_rows(self.store, p, calls=calls)
             for table, deleted in ((rows, False), (gone, True)):
                 if table.num_rows:
                     self._insert(table, upto, deleted=deleted, table_name=LOOP_SUMMARY_TABLE)

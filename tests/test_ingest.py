@@ -326,6 +326,7 @@ def test_the_summarizer_writes_tasks_in_the_background_and_reads_stay_the_same(c
     assert _metric(collector, "agentwatch_tasks_summarized_total") >= 1
     assert _metric(collector, "agentwatch_calls_summarized_total") >= 1
     assert _metric(collector, "agentwatch_loops_summarized_total") >= 1
+    assert _metric(collector, 'agentwatch_summary_seconds_count{part="loops"}') >= 1
     assert collector.api("/api/v1/tasks", service=service) == live
     assert collector.api("/api/v1/loops", service=service, repeats=2) == loops
     now = collector.api("/api/v1/overview", service=service)
