@@ -3,7 +3,7 @@
 
 - continuous, per task: tokens, cost, steps (spans), duration; per LLM call: latency and output tokens —
   PSI over the baseline's deciles, and a two-sample Kolmogorov-Smirnov test;
-- categorical: tool mix (tool spans by tool), model mix (LLM spans by response model), error rate (tasks
+- categorical: tool mix (tool spans by tool), model mix (LLM calls by response model), error rate (tasks
   with outcome error) — PSI over the categories, and a chi-square test of homogeneity.
 
 A metric is drifted when PSI >= ``psi`` (default 0.2, the usual "significant shift") AND its test's p-value,
@@ -42,68 +42,56 @@ CATEGORICAL = ("tool_mix", "model_mix", "error_rate")
 METRICS = (*TASK_METRICS, *CALL_METRICS, *CATEGORICAL)
 PPM = 1_000_000
 
-# One side (the baseline, or the window) is [lo, hi): tasks from the per-task summaries (collector/summary.py), LLM
-# calls from the rollups (collector/rollups.py), tool and model mix from the spans. Params: project, service, lo_ms,
-# hi_ms, wm_ms, max_samples.
+# One side (the baseline, or the window) is [lo, hi): tasks and LLM calls from the per-task and per-call summaries
+# (collector/summary.py: computed from the rollups for the traces touched since the summarizer's watermark), tool
+# mix from the spans, model mix from the calls' counts. Params: project, service, lo_ms, hi_ms, wm_ms; keep and
+# keep_calls, the sampling rates.
 _SIDE = (
     "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
     f" AND Timestamp >= {R.ms('lo_ms')} AND Timestamp < {R.ms('hi_ms')}"
 )
-_TASKS = f"""{S.window_ctes("lo_ms", "hi_ms")},
-all_roots AS (
-    SELECT TraceId, ServiceName AS service, DurationNs / 1e6 AS duration_ms, Outcome = 'error' AS err,
-           InputTokens + OutputTokens AS tokens, CostUsd AS cost, Steps AS steps
-    FROM s_window
-)"""
 
+# The side's tasks and calls per service: they set the sampling rates (``max_samples`` of the busiest service's
+# tasks, and of its calls).
 COUNTS_SQL = f"""
-WITH {_TASKS}
-SELECT service, count() AS n FROM all_roots GROUP BY service
+WITH s_dirty AS MATERIALIZED ({S.dirty("wm_ms")})
+{S.window_counts("lo_ms", "hi_ms")}
 """
 
-# The sampled tasks' metrics, with the sampling rate (``_keep`` of the largest service's task count, for
-# ``max_samples``) computed in the statement and returned on every row: the tasks are read once, not once for
-# COUNTS_SQL and again for the samples. COUNTS_SQL gives the rate when no task is returned.
-_KEEP = (
-    "if({n} <= {{max_samples:UInt32}}, 1000000, greatest(1, toUInt32(floor(1000000 * {{max_samples:UInt32}} / {n}))))"
-)
+# A deterministic sample by trace id, ``keep`` per million; a condition on the key, so the summaries' FINAL merges
+# only the sampled rows (the whole day's rows were merged, then sampled: 335 -> ~70 ms for the tasks of a day).
 TASKS_SAMPLED_SQL = f"""
-WITH {_TASKS},
-keeps AS MATERIALIZED (
-    SELECT {_KEEP.format(n="max(n)")} AS keep FROM (SELECT service, count() AS n FROM all_roots GROUP BY service)
-)
-SELECT service, tokens AS tokens_per_task, cost AS cost_per_task, steps AS steps_per_task,
-       duration_ms AS task_latency_ms, err, (SELECT keep FROM keeps) AS keep
-FROM all_roots
-WHERE cityHash64(TraceId) % 1000000 < (SELECT keep FROM keeps)
+WITH {S.window_ctes("lo_ms", "hi_ms", sample="keep")}
+SELECT ServiceName AS service, InputTokens + OutputTokens AS tokens_per_task, CostUsd AS cost_per_task,
+       Steps AS steps_per_task, DurationNs / 1e6 AS task_latency_ms, Outcome = 'error' AS err
+FROM s_window
 """
 
-# The side's LLM calls, sampled by trace id like the tasks but at their own rate (``max_samples`` calls of the busiest
-# service, from its rollup rows): a window holds about ten calls a task, and grouping every sampled task's calls
-# was most of drift's time (0.8 s of 1.2 s at 9.9M spans). Returns the rate on every row.
-_CALLS_HOURS = (
-    "ProjectId = {project:String} AND ({service:String} = '' OR ServiceName = {service:String})"
-    f" AND Hour >= toStartOfHour({R.ms('lo_ms')}) AND Hour < {R.ms('hi_ms')}"
-)
+# The side's LLM calls (whose first span starts in it), sampled by trace id at their own rate: a side holds about
+# ten calls a task.
 CALLS_SQL = f"""
-WITH keeps AS MATERIALIZED (
-    SELECT {_KEEP.format(n="max(n)")} AS keep
-    FROM (SELECT ServiceName, count() AS n FROM {LLM_CALLS_TABLE} WHERE {_CALLS_HOURS} GROUP BY ServiceName)
-)
-SELECT service, d / 1e6 AS llm_latency_ms, o AS output_tokens, (SELECT keep FROM keeps) AS keep
-FROM ({R.calls(f"{_CALLS_HOURS} AND cityHash64(TraceId) % 1000000 < (SELECT keep FROM keeps)")})
-WHERE ts >= {R.ms("lo_ms")} AND ts < {R.ms("hi_ms")}
+WITH {S.calls_ctes("lo_ms", "hi_ms", sample="keep_calls").strip().rstrip(",")}
+SELECT ServiceName AS service, Duration / 1e6 AS llm_latency_ms, OutputTokens AS output_tokens FROM c_window
 """
 
-# tool mix (tool spans by tool), model mix (LLM spans by response model) and the models with their first use, in one
-# pass over the side's spans
-MIX_SQL = f"""
-SELECT ServiceName AS service, Kind AS kind, if(Kind = 'tool', ToolName, Model) AS cat,
-       if(Kind = 'llm', RequestModel, '') AS request_model, count() AS n,
-       toUnixTimestamp64Nano(min(Timestamp)) AS first_ns
+# tool mix: the side's tool spans by tool
+TOOL_MIX_SQL = f"""
+SELECT ServiceName AS service, ToolName AS tool, count() AS n
 FROM {SPANS_TABLE} FINAL
-WHERE {_SIDE} AND Kind IN ('tool', 'llm')
-GROUP BY service, kind, cat, request_model
+WHERE {_SIDE} AND Kind = 'tool'
+GROUP BY service, tool
+"""
+
+# the response models of the side's LLM calls, with the request model and the first use, from the calls' rollup rows
+# (a row more or fewer per call changes no minimum: no FINAL, ~65 ms for a day of 1.7M calls)
+MODELS_SQL = f"""
+SELECT ServiceName AS service, RequestModel AS request_model, Model AS model,
+       toUnixTimestamp64Nano(min(First.ts)) AS first_ns
+FROM {LLM_CALLS_TABLE}
+WHERE ProjectId = {{project:String}} AND ({{service:String}} = '' OR ServiceName = {{service:String}})
+  AND Hour >= toStartOfHour({R.ms("lo_ms")}) AND Hour < {R.ms("hi_ms")}
+  AND First.ts >= {R.ms("lo_ms")} AND First.ts < {R.ms("hi_ms")} AND Model != ''
+GROUP BY service, request_model, model
 """
 
 
@@ -121,37 +109,43 @@ class Side:
 def read_side(store: Store, params: dict[str, Any], lo_ms: int, hi_ms: int) -> Side:
     """The samples of [lo_ms, hi_ms): columnar (Arrow -> numpy), not one Python dict per task or call."""
     p = {**params, "lo_ms": lo_ms, "hi_ms": hi_ms}
-    # three independent reads, side by side: the window side 685 -> 555 ms at 9.9M spans
-    tasks, calls, mix = parallel(
-        lambda: store.query_arrow(TASKS_SAMPLED_SQL, p), lambda: store.query_arrow(CALLS_SQL, p),
-        lambda: store.query(MIX_SQL, p),
+    counts = store.query(COUNTS_SQL, p)
+    most = {"tasks": 0, "calls": 0}
+    per_service: dict[tuple[str, str], int] = defaultdict(int)
+    for r in counts:
+        per_service[r["what"], r["service"]] += int(r["n"])
+    for (what, _), n in per_service.items():
+        most[what] = max(most[what], n)
+    keep, keep_calls = _keep(most["tasks"], params["max_samples"]), _keep(most["calls"], params["max_samples"])
+    q = {**p, "keep": keep, "keep_calls": keep_calls}
+    # four independent reads side by side (the window side of a day at 9.9M spans, counts included: 743 -> 379 ms)
+    tasks, calls, tools, models = parallel(
+        lambda: store.query_arrow(TASKS_SAMPLED_SQL, q), lambda: store.query_arrow(CALLS_SQL, q),
+        lambda: store.query(TOOL_MIX_SQL, p), lambda: store.query(MODELS_SQL, p),
     )  # fmt: skip
-    if tasks.num_rows:
-        keep = int(tasks.column("keep")[0].as_py())
-    else:
-        keep = _keep(max((int(r["n"]) for r in store.query(COUNTS_SQL, p)), default=0), params["max_samples"])
-    side = Side(keep)
-    if calls.num_rows:
-        side.keep_calls = int(calls.column("keep")[0].as_py())
+    side = Side(keep, keep_calls)
     for t, metrics in ((tasks, (*TASK_METRICS, "err")), (calls, CALL_METRICS)):
         if not t.num_rows:
             continue
-        services = np.asarray(t.column("service").to_pylist(), dtype=object)
+        services = t.column("service").combine_chunks().dictionary_encode()
+        codes = services.indices.to_numpy(zero_copy_only=False)
         cols = {m: t.column(m).to_numpy(zero_copy_only=False) for m in metrics}
-        for service in set(services.tolist()):
-            sel = services == service
+        for code, service in enumerate(services.dictionary.to_pylist()):
+            sel = codes == code
             for m in metrics:
                 if m == "err":
                     side.samples[service]["error_rate"] = cols[m][sel].astype(bool).astype(int)
                 else:
                     side.samples[service][m] = cols[m][sel].astype(float)
-    for r in mix:
-        mix = side.mixes[r["service"]]["tool_mix" if r["kind"] == "tool" else "model_mix"]
-        cat = r["cat"] or "(none)"
-        mix[cat] = mix.get(cat, 0) + int(r["n"])
-        if r["kind"] == "llm" and r["cat"]:
-            side.models.append({"service": r["service"], "request_model": r["request_model"], "model": r["cat"],
-                                "n": int(r["n"]), "first_ns": r["first_ns"]})  # fmt: skip
+    for r in tools:
+        side.mixes[r["service"]]["tool_mix"][r["tool"] or "(none)"] = int(r["n"])
+    calls_by_model: dict[tuple[str, str], int] = {}
+    for r in counts:
+        if r["what"] == "calls":
+            side.mixes[r["service"]]["model_mix"][r["model"] or "(none)"] = int(r["n"])
+            calls_by_model[r["service"], r["model"]] = int(r["n"])
+    for r in models:
+        side.models.append({**r, "n": calls_by_model.get((r["service"], r["model"]), 0)})
     return side
 
 
@@ -269,7 +263,8 @@ def drift(
 
 
 def model_changes(before_rows: list[dict[str, Any]], window_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Response models of the window that a service did not use in the baseline (its models by LLM spans)."""
+    """Response models of the window that a service did not use in the baseline (``calls``: the window's LLM calls
+    answered by the model)."""
     by_service: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
     for r in before_rows:
         by_service[r["service"]][(r["request_model"], r["model"])] = {**r, "nb": r["n"], "nc": 0, "first_ns": None}

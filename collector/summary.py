@@ -33,6 +33,7 @@ from agentwatch.collector import rollups as R
 from agentwatch.collector.metrics import Metrics
 from agentwatch.collector.migrations import (
     CALL_SUMMARY_TABLE,
+    LLM_CALLS_TABLE,
     LOOP_SUMMARY_TABLE,
     SPANS_TABLE,
     SUMMARY_WATERMARK_TABLE,
@@ -79,6 +80,22 @@ def dirty_ids(after: str, upto: str | None = None) -> str:
 
 
 _DIRTY = "cityHash64(TraceId) IN (SELECT h FROM s_dirty)"
+
+
+def _clean(dirty_cte: str) -> str:
+    """A summary row of a trace not touched since the watermark (``TraceHash``, migration 10, is the hash ``dirty``
+    takes, stored); with no dirty trace at all the set is not probed for every row (34 -> 17 ms for a day's 320k
+    task rows)."""
+    return f"((SELECT count() FROM {dirty_cte}) = 0 OR TraceHash NOT IN (SELECT h FROM {dirty_cte}))"
+
+
+_CLEAN = _clean("s_dirty")
+
+
+def _sample(rate: str, column: str) -> str:
+    """A deterministic sample of the traces, ``{rate}`` per million, by the trace id's hash (``column``: TraceHash,
+    or cityHash64(TraceId) where it is not stored)."""
+    return f"{column} % 1000000 < {{{rate}:UInt32}}"
 
 
 def bounds_sql(ids: str) -> str:
@@ -149,10 +166,13 @@ s_tasks AS (
 )"""
 
 
-def window_ctes(lo: str = "from_ms", hi: str = "to_ms", *, service: bool = True) -> str:
+def window_ctes(lo: str = "from_ms", hi: str = "to_ms", *, service: bool = True, sample: str = "") -> str:
     """CTEs ending in ``s_window``: the summary rows (``COLUMNS``) of the tasks whose root starts in [lo, hi) (and is
     of the scope's service, with ``service``): from ``task_summary`` for the tasks with no span ingested after the
-    watermark ``{wm_ms}``, computed from the rollups for the others. Params: project, service, wm_ms, lo, hi."""
+    watermark ``{wm_ms}``, computed from the rollups for the others. Params: project, service, wm_ms, lo, hi.
+    ``sample``: the name of a rate parameter (per million): a deterministic sample of the tasks by trace id, applied
+    before FINAL merges the summary's rows (PREWHERE: every version of a row has the same TraceId, a column of the
+    key) and before the dirty tasks are computed."""
     in_window = f"Start >= {R.ms(lo)} AND Start < {R.ms(hi)}"
     svc = " AND ({service:String} = '' OR ServiceName = {service:String})" if service else ""
     root_svc = " AND ({service:String} = '' OR r.service = {service:String})" if service else ""
@@ -163,17 +183,46 @@ def window_ctes(lo: str = "from_ms", hi: str = "to_ms", *, service: bool = True)
         f" WHERE (SELECT count() FROM s_dirty) > 0 AND ProjectId = {{project:String}}"
         f" AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)} AND Root.has = 1"
         f" AND Root.ts >= {R.ms(lo)} AND Root.ts < {R.ms(hi)}{root_svc.replace('r.service', 'Root.service')})"
-        f" WHERE {_DIRTY}"
+        f" WHERE {_DIRTY}{' AND ' + _sample(sample, 'cityHash64(TraceId)') if sample else ''}"
     )
+    prewhere = f"\n    PREWHERE {_sample(sample, 'TraceHash')}" if sample else ""
     return f"""
 s_dirty AS MATERIALIZED ({dirty("wm_ms")}),{compute_ctes(cand, f"r.ts >= {R.ms(lo)} AND r.ts < {R.ms(hi)}{root_svc}")},
 s_window AS (
-    SELECT {_COLS} FROM {TASK_SUMMARY_TABLE} FINAL
+    SELECT {_COLS} FROM {TASK_SUMMARY_TABLE} FINAL{prewhere}
     WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)}
-      AND {in_window}{svc} AND NOT {_DIRTY}
+      AND {in_window}{svc} AND {_CLEAN}
     UNION ALL
     SELECT {_COLS} FROM s_tasks
 )"""
+
+
+def window_counts(lo: str, hi: str) -> str:
+    """SELECT what ('tasks' or 'calls'), service, model, n: the tasks (by root service; model '') and the LLM calls
+    (by their service and response model) of [lo, hi) of the scope's service, from the keys alone: the summaries'
+    rows of the clean traces (as ``window_ctes`` and ``calls_ctes`` read them) and, for the dirty traces (the CTE
+    ``s_dirty``), their root rows and call rows in the window's hours, not computed (a running task counts; a call
+    that started before ``lo`` may). ~40 ms for a day of 320k tasks and 1.7M calls, where the reads' own statements
+    compute the dirty traces first (~100 ms more). For sampling rates and mixes, not for totals."""
+    hours = f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)}"
+    svc = " AND ({service:String} = '' OR ServiceName = {service:String})"
+    live = "(SELECT count() FROM s_dirty) > 0 AND " + _DIRTY
+    return f"""SELECT what, service, model, sum(n) AS n FROM (
+    SELECT 'tasks' AS what, ServiceName AS service, '' AS model, count() AS n FROM {TASK_SUMMARY_TABLE} FINAL
+    WHERE {hours} AND Start >= {R.ms(lo)} AND Start < {R.ms(hi)}{svc} AND {_CLEAN} GROUP BY service
+    UNION ALL
+    SELECT 'tasks', service, '', uniqExact(TraceId) FROM (
+        SELECT TraceId, Root.service AS service FROM {TASK_ROLLUP_TABLE}
+        WHERE {live} AND {hours} AND Root.has = 1 AND Root.ts >= {R.ms(lo)} AND Root.ts < {R.ms(hi)}
+          AND ({{service:String}} = '' OR Root.service = {{service:String}})
+    ) GROUP BY service
+    UNION ALL
+    SELECT 'calls', ServiceName, Model, count() FROM {CALL_SUMMARY_TABLE} FINAL
+    WHERE {hours} AND Ts >= {R.ms(lo)} AND Ts < {R.ms(hi)}{svc} AND {_CLEAN} GROUP BY ServiceName, Model
+    UNION ALL
+    SELECT 'calls', ServiceName, Model, uniqExact(TraceId, CallKey) FROM {LLM_CALLS_TABLE}
+    WHERE {live} AND {hours}{svc} GROUP BY ServiceName, Model
+) GROUP BY what, service, model"""
 
 
 def _call_rows(calls: str, roots: str, extra: str = "") -> str:
@@ -188,21 +237,23 @@ FROM {calls} AS c
 LEFT JOIN (SELECT TraceId, service, name, toUInt8(1) AS has FROM {roots}) AS r ON c.TraceId = r.TraceId"""
 
 
-def calls_ctes(lo: str = "from_ms", hi: str = "to_ms", *, dirty_cte: str = "") -> str:
+def calls_ctes(lo: str = "from_ms", hi: str = "to_ms", *, dirty_cte: str = "", sample: str = "") -> str:
     """CTEs ending in ``c_window``: the LLM calls (``CALL_COLUMNS`` but ProjectId and Hour) whose first span starts in
     [lo, hi), of the scope's service: from ``call_summary`` for the traces with no span ingested after the watermark
     ``{wm_ms}``, computed from the rollups (with their roots) for the others. Params: project, service, wm_ms, lo,
     hi. ``dirty_cte``: the name of a CTE of the statement that holds the dirty traces already (``s_dirty`` of
-    ``window_ctes``), read once instead of twice."""
+    ``window_ctes``), read once instead of twice. ``sample``: a rate parameter's name, as ``window_ctes``."""
     hours = f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)}"
     svc = " AND ({service:String} = '' OR ServiceName = {service:String})"
     d = dirty_cte or "c_dirty"
     dirty_ = f"cityHash64(TraceId) IN (SELECT h FROM {d})"
     cols = ", ".join(c for c in CALL_COLUMNS if c not in ("ProjectId", "Hour"))
     own = "" if dirty_cte else f"\nc_dirty AS MATERIALIZED ({dirty('wm_ms')}),"
+    live_sample = f" AND {_sample(sample, 'cityHash64(TraceId)')}" if sample else ""
+    prewhere = f"\n    PREWHERE {_sample(sample, 'TraceHash')}" if sample else ""
     return f"""{own}
 c_live AS MATERIALIZED (
-    SELECT * FROM ({R.calls(f"(SELECT count() FROM {d}) > 0 AND {hours}{svc} AND {dirty_}")})
+    SELECT * FROM ({R.calls(f"(SELECT count() FROM {d}) > 0 AND {hours}{svc} AND {dirty_}{live_sample}")})
     WHERE ts >= {R.ms(lo)} AND ts < {R.ms(hi)}
 ),
 c_bounds AS MATERIALIZED ({bounds_sql("c_live")}),
@@ -210,8 +261,8 @@ c_roots AS MATERIALIZED (
     SELECT TraceId, r.service AS service, r.name AS name FROM ({max_roots_sql("c_live", "c_bounds")}) WHERE r.has = 1
 ),
 c_window AS (
-    SELECT {cols} FROM {CALL_SUMMARY_TABLE} FINAL
-    WHERE {hours} AND Ts >= {R.ms(lo)} AND Ts < {R.ms(hi)}{svc} AND NOT {dirty_}
+    SELECT {cols} FROM {CALL_SUMMARY_TABLE} FINAL{prewhere}
+    WHERE {hours} AND Ts >= {R.ms(lo)} AND Ts < {R.ms(hi)}{svc} AND {_clean(d)}
     UNION ALL
     SELECT {cols} FROM ({_call_rows("c_live", "c_roots")})
 )"""
@@ -410,4 +461,3 @@ class Summarizer:
             if progress:
                 print(f"  summarizing: {self.rows_written - before:,} tasks, {time.monotonic() - t:.0f}s", flush=True)
         return self.rows_written - before
-

@@ -33,10 +33,13 @@ from agentwatch.collector import (  # noqa: E402
     summary,
 )
 from agentwatch.collector.migrations import (  # noqa: E402
+    CALL_SUMMARY_TABLE,
     INSERT_COLUMNS,
     LLM_CALLS_TABLE,
     SPANS_TABLE,
+    SUMMARY_WATERMARK_TABLE,
     TASK_ROLLUP_TABLE,
+    TASK_SUMMARY_TABLE,
     Target,
     migrate,
     render,
@@ -234,22 +237,32 @@ def test_overview_unit_economics_and_anomaly_inputs_equal_the_reference(env):
     assert planted <= bombs
 
 
-def test_drift_task_samples_equal_the_reference(env):
-    store, _, rest, held = env
-    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([held])))  # again if an earlier test did: no change
+def _drift_samples_equal_the_reference(store, rest, held) -> None:
+    """All the tasks, then half of them by the trace id's hash, equal the reference's: the summary rows (sampled by
+    the stored TraceHash) and the dirty tasks (by cityHash64(TraceId), computed) are sampled alike."""
     base_ms = SCOPE.start_ms - 24 * 3_600_000
     params = {"project": SCOPE.project, "service": "", "max_samples": 200_000,  # fewer tasks: all kept
               "wm_ms": summary.watermark(store)}  # fmt: skip
+    bucket = {r["TraceId"]: r["b"] for r in store.query(
+        f"SELECT DISTINCT TraceId, cityHash64(TraceId) % 1000000 AS b FROM {SPANS_TABLE}")}  # fmt: skip
     for lo, hi in ((base_ms, SCOPE.start_ms), (SCOPE.start_ms, SCOPE.end_ms)):
         ref = reference([*rest, held], lo, hi)
-        rows = store.query(analytics_drift.TASKS_SAMPLED_SQL, {**params, "lo_ms": lo, "hi_ms": hi})
-        assert {r["keep"] for r in rows} == {1_000_000}
-        assert len(rows) == len(ref)
-        got = sorted((r["service"], r["tokens_per_task"], r["steps_per_task"], round(r["cost_per_task"], 9))
-                     for r in rows)  # fmt: skip
-        want = sorted((w["service"], w["input_tokens"] + w["output_tokens"], w["steps"], round(w["cost_usd"], 9))
-                      for w in ref.values())  # fmt: skip
-        assert got == want
+        assert analytics_drift.read_side(store, params, lo, hi).keep == 1_000_000
+        for keep in (1_000_000, 500_000):
+            rows = store.query(analytics_drift.TASKS_SAMPLED_SQL, {**params, "lo_ms": lo, "hi_ms": hi, "keep": keep})
+            kept = [w for t, w in ref.items() if bucket[t] < keep]
+            assert 0 < len(kept) and (keep == 1_000_000 or len(kept) < len(ref))
+            got = sorted((r["service"], r["tokens_per_task"], r["steps_per_task"], round(r["cost_per_task"], 9))
+                         for r in rows)  # fmt: skip
+            want = sorted((w["service"], w["input_tokens"] + w["output_tokens"], w["steps"], round(w["cost_usd"], 9))
+                          for w in kept)  # fmt: skip
+            assert got == want
+
+
+def test_drift_task_samples_equal_the_reference(env):
+    store, _, rest, held = env
+    store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([held])))  # again if an earlier test did: no change
+    _drift_samples_equal_the_reference(store, rest, held)
 
 
 def test_reinserting_everything_and_merging_changes_nothing(env):
@@ -288,32 +301,53 @@ def test_backfill_builds_the_same_rollups_from_existing_spans(env):
         store.close()
 
 
+def _migrate_to(store: ChdbStore, version: int) -> None:
+    """The store as a collector of an earlier release left it: migrations up to ``version`` applied."""
+    from agentwatch.collector import migrations as M
+
+    store.command(
+        "CREATE TABLE IF NOT EXISTS agentwatch_migrations "
+        "(Version UInt32, Name String, AppliedAt DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY Version"
+    )
+    for m in (m for m in M.MIGRATIONS if m.version <= version):
+        for sql in m.statements(Target()):
+            store.command(sql)
+        store.command(f"INSERT INTO agentwatch_migrations (Version, Name) VALUES ({m.version}, 'x')")
+
+
 def test_upgrading_a_summarized_store_resets_the_watermark_so_calls_are_summarized_too(env):
     """Migration 8 on a store the summarizer of migration 7 kept: its watermark covered tasks, not calls."""
     main, _, rest, held = env
     store = ChdbStore(main.path.parent, database="upgrade7")
     try:
-        from agentwatch.collector import migrations as M
-
-        store.command(
-            "CREATE TABLE IF NOT EXISTS agentwatch_migrations "
-            "(Version UInt32, Name String, AppliedAt DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY Version"
-        )
-        for m in (m for m in M.MIGRATIONS if m.version <= 7):
-            for sql in m.statements(Target()):
-                store.command(sql)
-            store.command(f"INSERT INTO agentwatch_migrations (Version, Name) VALUES ({m.version}, 'x')")
+        _migrate_to(store, 7)
         store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([*rest, held])))
-        store.command(f"INSERT INTO {M.SUMMARY_WATERMARK_TABLE} (Watermark) VALUES (now64(3))")
+        store.command(f"INSERT INTO {SUMMARY_WATERMARK_TABLE} (Watermark) VALUES (now64(3))")
         assert summary.watermark(store) > 0
         assert 8 in migrate(store)
         assert summary.watermark(store) == 0  # every read computes from the rollups until the summarizer caught up
         computed = queries.overview(store, SCOPE)
         summary.Summarizer(store, lag=0.0, chunk=3600).catch_up()
         assert queries.overview(store, SCOPE) == computed and computed["llm_calls"] > 0
-        n = store.query(f"SELECT count() AS n FROM {M.CALL_SUMMARY_TABLE} FINAL")[0]["n"]
+        n = store.query(f"SELECT count() AS n FROM {CALL_SUMMARY_TABLE} FINAL")[0]["n"]
         raw = f"SELECT uniqExact(TraceId, CallKey) AS n FROM {SPANS_TABLE} WHERE Kind = 'llm'"
         assert n == store.query(raw)[0]["n"]
+    finally:
+        store.close()
+
+
+def test_upgrade_to_migration_10_hashes_the_summaries_written_before(env):
+    main, _, rest, held = env
+    store = ChdbStore(main.path.parent, database="upgrade9")
+    try:
+        _migrate_to(store, 9)
+        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([*rest, held])))
+        summary.Summarizer(store, lag=0.0).catch_up()
+        assert migrate(store)[0] == 10
+        for table in (TASK_SUMMARY_TABLE, CALL_SUMMARY_TABLE):
+            rows = store.query(f"SELECT count() AS n, countIf(TraceHash = cityHash64(TraceId)) AS ok FROM {table}")
+            assert rows[0]["n"] > 0 and rows[0]["ok"] == rows[0]["n"]
+        _drift_samples_equal_the_reference(store, rest, held)
     finally:
         store.close()
 
@@ -804,3 +838,21 @@ def test_a_span_arriving_between_the_summary_read_and_the_span_read_counts_its_l
 
     got = analytics_loops.loops(Racing(), queries.Scope(project, CFG.current_start_ms, CFG.current_end_ms))
     assert got["total"] == 1 and [i["trace_id"] for i in got["items"]] == [tid]
+
+
+def test_drift_task_samples_equal_the_reference_with_summaries(env):
+    """The same with the tasks summarized, then with one trace touched again (its task computed, the rest read), in a
+    store of their own (this module's other tests add spans)."""
+    main, _, rest, held = env
+    store = ChdbStore(main.path.parent, database="drift_samples")
+    try:
+        migrate(store)
+        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([*rest, held])))
+        summary.Summarizer(store, lag=0.0).catch_up()
+        _drift_samples_equal_the_reference(store, rest, held)
+        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([held])))
+        touched = {"wm": summary.watermark(store), "project": SCOPE.project}
+        assert store.query(f"SELECT count() AS n FROM ({summary.dirty('wm')})", touched) == [{"n": 1}]
+        _drift_samples_equal_the_reference(store, rest, held)
+    finally:
+        store.close()
