@@ -87,20 +87,46 @@ def psi(baseline: np.ndarray, current: np.ndarray, *, eps: float = 1e-4) -> floa
 
 
 def psi_continuous(baseline: np.ndarray, current: np.ndarray, *, bins: int = 10) -> tuple[float, int]:
-    """(PSI over the baseline's deciles, bins used): ties collapse bins, integer metrics get fewer, wider ones."""
-    edges = np.unique(np.quantile(baseline, np.linspace(0, 1, bins + 1)[1:-1]))
-    bc = np.bincount(np.searchsorted(edges, baseline, side="right"), minlength=len(edges) + 1)
-    cc = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1)
+    """(PSI over the baseline's deciles, bins used): ties collapse bins, integer metrics get fewer, wider ones.
+    Both samples sorted (``sorted_sample``): a bin's count is then two binary searches, not one per value."""
+    edges = np.unique(quantiles_sorted(baseline, np.linspace(0, 1, bins + 1)[1:-1]))
+    # value x falls in bin k when edges[k-1] <= x < edges[k]: counts are differences of "values below the edge"
+    bc = np.diff(np.searchsorted(baseline, edges, side="left"), prepend=0, append=len(baseline))
+    cc = np.diff(np.searchsorted(current, edges, side="left"), prepend=0, append=len(current))
     return psi(bc.astype(float), cc.astype(float)), len(edges) + 1
 
 
+def sorted_sample(values: np.ndarray) -> np.ndarray:
+    return np.sort(np.asarray(values, dtype=float))
+
+
+def quantiles_sorted(x: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """``np.quantile(x, qs)`` (its default, linear method) of a sorted sample, without partitioning it again."""
+    return np.quantile(x, qs, method="linear") if len(x) < 2 else _lerp_sorted(x, qs)
+
+
+def _lerp_sorted(x: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    pos = np.asarray(qs, dtype=float) * (len(x) - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, len(x) - 1)
+    t = pos - lo
+    a, b = x[lo], x[hi]
+    # numpy's lerp: from the nearer end, so equal neighbours give exactly their value
+    return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
+
+
+def median_sorted(x: np.ndarray) -> float:
+    n = len(x)
+    return float(x[n // 2]) if n % 2 else float((x[n // 2 - 1] + x[n // 2]) / 2)
+
+
 def ks_2samp(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Two-sample Kolmogorov-Smirnov: (D, asymptotic p-value with Stephens' small-sample correction).
-    Ties make it conservative (a smaller D), never anti-conservative."""
+    """Two-sample Kolmogorov-Smirnov of two sorted samples: (D, asymptotic p-value with Stephens' small-sample
+    correction). Ties make it conservative (a smaller D), never anti-conservative."""
     n1, n2 = len(a), len(b)
     # the two samples merged in order (a stable sort of two sorted runs is a merge); the CDFs' difference walks up
     # 1/n1 at each point of a and down 1/n2 at each of b, and is compared where a run of equal values ends
-    allv = np.concatenate([np.sort(a), np.sort(b)])
+    allv = np.concatenate([a, b])
     order = np.argsort(allv, kind="stable")
     walk = np.cumsum(np.where(order < n1, 1.0 / n1, -1.0 / n2))
     ends = np.flatnonzero(np.diff(allv[order]) != 0)

@@ -26,10 +26,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from agentwatch.collector import rollups as R
 from agentwatch.collector import summary as S
-from agentwatch.collector.analytics_common import check_range, chi2_homogeneity, ks_2samp, psi, psi_continuous, rnd
+from agentwatch.collector.analytics_common import (
+    check_range,
+    chi2_homogeneity,
+    ks_2samp,
+    median_sorted,
+    psi,
+    psi_continuous,
+    rnd,
+    sorted_sample,
+)
 from agentwatch.collector.baselines import baselines
 from agentwatch.collector.migrations import LLM_CALLS_TABLE, SPANS_TABLE
 from agentwatch.collector.queries import QueryError, Scope, iso
@@ -109,20 +119,28 @@ class Side:
 def read_side(store: Store, params: dict[str, Any], lo_ms: int, hi_ms: int) -> Side:
     """The samples of [lo_ms, hi_ms): columnar (Arrow -> numpy), not one Python dict per task or call."""
     p = {**params, "lo_ms": lo_ms, "hi_ms": hi_ms}
-    counts = store.query(COUNTS_SQL, p)
-    most = {"tasks": 0, "calls": 0}
-    per_service: dict[tuple[str, str], int] = defaultdict(int)
-    for r in counts:
-        per_service[r["what"], r["service"]] += int(r["n"])
-    for (what, _), n in per_service.items():
-        most[what] = max(most[what], n)
-    keep, keep_calls = _keep(most["tasks"], params["max_samples"]), _keep(most["calls"], params["max_samples"])
-    q = {**p, "keep": keep, "keep_calls": keep_calls}
-    # four independent reads side by side (the window side of a day at 9.9M spans, counts included: 743 -> 379 ms)
-    tasks, calls, tools, models = parallel(
-        lambda: store.query_arrow(TASKS_SAMPLED_SQL, q), lambda: store.query_arrow(CALLS_SQL, q),
-        lambda: store.query(TOOL_MIX_SQL, p), lambda: store.query(MODELS_SQL, p),
-    )  # fmt: skip
+
+    def sampled() -> tuple[list[dict[str, Any]], int, int, pa.Table, pa.Table]:
+        counts = store.query(COUNTS_SQL, p)
+        per_service: dict[tuple[str, str], int] = defaultdict(int)
+        for r in counts:
+            per_service[r["what"], r["service"]] += int(r["n"])
+        most = {"tasks": 0, "calls": 0}
+        for (what, _), n in per_service.items():
+            most[what] = max(most[what], n)
+        keep, keep_calls = _keep(most["tasks"], params["max_samples"]), _keep(most["calls"], params["max_samples"])
+        q = {**p, "keep": keep, "keep_calls": keep_calls}
+        tasks, calls = parallel(
+            lambda: store.query_arrow(TASKS_SAMPLED_SQL, q), lambda: store.query_arrow(CALLS_SQL, q)
+        )
+        return counts, keep, keep_calls, tasks, calls
+
+    # the mixes are read while the summaries are counted, then sampled (nested: ``parallel`` runs its first read in
+    # the calling thread, so the pool's threads never wait on the pool); the window side of a day at 9.9M spans,
+    # counts included: 743 -> ~380 ms
+    (counts, keep, keep_calls, tasks, calls), tools, models = parallel(
+        sampled, lambda: store.query(TOOL_MIX_SQL, p), lambda: store.query(MODELS_SQL, p)
+    )
     side = Side(keep, keep_calls)
     for t, metrics in ((tasks, (*TASK_METRICS, "err")), (calls, CALL_METRICS)):
         if not t.num_rows:
@@ -135,8 +153,8 @@ def read_side(store: Store, params: dict[str, Any], lo_ms: int, hi_ms: int) -> S
             for m in metrics:
                 if m == "err":
                     side.samples[service]["error_rate"] = cols[m][sel].astype(bool).astype(int)
-                else:
-                    side.samples[service][m] = cols[m][sel].astype(float)
+                else:  # sorted once (the baseline's stay cached): KS, PSI and medians read them in order
+                    side.samples[service][m] = sorted_sample(cols[m][sel])
     for r in tools:
         side.mixes[r["service"]]["tool_mix"][r["tool"] or "(none)"] = int(r["n"])
     calls_by_model: dict[tuple[str, str], int] = {}
@@ -204,7 +222,7 @@ def drift(
             rows.append(
                 {"service": service, "metric": m, "type": "continuous", "psi": value, "_bias": bias,
                  "test": "ks", "statistic": d, "p_value": p, "baseline_n": len(b), "current_n": len(c),
-                 "baseline_median": float(np.median(ba)), "current_median": float(np.median(ca))}
+                 "baseline_median": median_sorted(ba), "current_median": median_sorted(ca)}
             )  # fmt: skip
         errs = samples[service]["error_rate"]
         if len(errs[False]) >= min_samples and len(errs[True]) >= min_samples:
