@@ -488,18 +488,31 @@ def _loop_summary_ddl(t: Target) -> list[str]:
     )
 
 
-def _trace_hash_ddl(t: Target) -> list[str]:
-    """``TraceHash`` = cityHash64(TraceId) on the task and call summaries, computed at insert: the reads' "not
-    touched since the watermark" check and drift's sample by trace id read 8 bytes a row instead of hashing the
-    32-character id (drift's sampled calls of a day at 9.9M spans: 209 -> 123 ms). The parts written before carry
-    it after the MATERIALIZE mutation; until then ClickHouse computes it on read, the same value."""
+def _hash_columns_ddl(t: Target) -> list[str]:
+    """64-bit hashes on the summaries, computed at insert:
+
+    - ``TraceHash`` = cityHash64(TraceId) on the task and call summaries: the reads' "not touched since the
+      watermark" check and drift's sample by trace id read 8 bytes a row instead of hashing the 32-character id
+      (drift's sampled calls of a day at 9.9M spans: 209 -> 123 ms);
+    - ``SiteHash`` = cityHash64(RootService, RootName, Model) on the call summary: a call's token-bomb site, so
+      scoring a day's 1.7M calls reads numbers, and the strings of the few flagged ones only.
+
+    The parts written before get them from the MATERIALIZE mutations; until then ClickHouse computes them on read,
+    the same values."""
+    columns = {
+        TASK_SUMMARY_TABLE: ["TraceHash UInt64 MATERIALIZED cityHash64(TraceId) AFTER TraceId"],
+        CALL_SUMMARY_TABLE: [
+            "TraceHash UInt64 MATERIALIZED cityHash64(TraceId) AFTER TraceId",
+            "SiteHash UInt64 MATERIALIZED cityHash64(RootService, RootName, Model)",
+        ],
+    }
     out = []
-    for name in (TASK_SUMMARY_TABLE, CALL_SUMMARY_TABLE):
-        column = "TraceHash UInt64 MATERIALIZED cityHash64(TraceId) AFTER TraceId"
-        out.append(f"ALTER TABLE {t.local(name)}{t.on_cluster()} ADD COLUMN IF NOT EXISTS {column}")
-        if t.cluster:
-            out.append(f"ALTER TABLE {name}{t.on_cluster()} ADD COLUMN IF NOT EXISTS {column}")
-        out.append(f"ALTER TABLE {t.local(name)}{t.on_cluster()} MATERIALIZE COLUMN TraceHash")
+    for name, cols in columns.items():
+        for column in cols:
+            out.append(f"ALTER TABLE {t.local(name)}{t.on_cluster()} ADD COLUMN IF NOT EXISTS {column}")
+            if t.cluster:
+                out.append(f"ALTER TABLE {name}{t.on_cluster()} ADD COLUMN IF NOT EXISTS {column}")
+            out.append(f"ALTER TABLE {t.local(name)}{t.on_cluster()} MATERIALIZE COLUMN {column.split()[0]}")
     return out
 
 
@@ -520,7 +533,7 @@ MIGRATIONS: list[Migration] = [
     Migration(7, "task_summary: one row per task, kept by the summarizer; spans' IngestedAt index", _task_summary_ddl),
     Migration(8, "call_summary: one row per LLM call with its task's name, kept by the summarizer", _call_summary_ddl),
     Migration(9, "loop_summary: each trace's longest loop of each pattern, kept by the summarizer", _loop_summary_ddl),
-    Migration(10, "task and call summaries: TraceHash, the trace id's 64-bit hash", _trace_hash_ddl),
+    Migration(10, "summaries: TraceHash (the trace id's 64-bit hash), SiteHash (a call's site)", _hash_columns_ddl),
     Migration(20, "alert state and history", alert_schema.state_ddl),
     Migration(21, "alert notification log and delivery log", alert_schema.notification_ddl),
     Migration(22, "alert silences", alert_schema.silences_ddl),

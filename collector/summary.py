@@ -238,11 +238,12 @@ LEFT JOIN (SELECT TraceId, service, name, toUInt8(1) AS has FROM {roots}) AS r O
 
 
 def calls_ctes(lo: str = "from_ms", hi: str = "to_ms", *, dirty_cte: str = "", sample: str = "") -> str:
-    """CTEs ending in ``c_window``: the LLM calls (``CALL_COLUMNS`` but ProjectId and Hour) whose first span starts in
-    [lo, hi), of the scope's service: from ``call_summary`` for the traces with no span ingested after the watermark
-    ``{wm_ms}``, computed from the rollups (with their roots) for the others. Params: project, service, wm_ms, lo,
-    hi. ``dirty_cte``: the name of a CTE of the statement that holds the dirty traces already (``s_dirty`` of
-    ``window_ctes``), read once instead of twice. ``sample``: a rate parameter's name, as ``window_ctes``."""
+    """CTEs ending in ``c_window``: the LLM calls (``CALL_COLUMNS`` but ProjectId and Hour, with ``TraceHash`` and
+    ``SiteHash``) whose first span starts in [lo, hi), of the scope's service: from ``call_summary`` for the traces
+    with no span ingested after the watermark ``{wm_ms}``, computed from the rollups (with their roots) for the
+    others. Params: project, service, wm_ms, lo, hi. ``dirty_cte``: the name of a CTE of the statement that holds the
+    dirty traces already (``s_dirty`` of ``window_ctes``), read once instead of twice. ``sample``: a rate
+    parameter's name, as ``window_ctes``."""
     hours = f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)}"
     svc = " AND ({service:String} = '' OR ServiceName = {service:String})"
     d = dirty_cte or "c_dirty"
@@ -261,10 +262,11 @@ c_roots AS MATERIALIZED (
     SELECT TraceId, r.service AS service, r.name AS name FROM ({max_roots_sql("c_live", "c_bounds")}) WHERE r.has = 1
 ),
 c_window AS (
-    SELECT {cols} FROM {CALL_SUMMARY_TABLE} FINAL{prewhere}
+    SELECT {cols}, TraceHash, SiteHash FROM {CALL_SUMMARY_TABLE} FINAL{prewhere}
     WHERE {hours} AND Ts >= {R.ms(lo)} AND Ts < {R.ms(hi)}{svc} AND {_clean(d)}
     UNION ALL
-    SELECT {cols} FROM ({_call_rows("c_live", "c_roots")})
+    SELECT {cols}, cityHash64(TraceId) AS TraceHash, cityHash64(RootService, RootName, Model) AS SiteHash
+    FROM ({_call_rows("c_live", "c_roots")})
 )"""
 
 
