@@ -64,7 +64,7 @@ _SIDE = (
 # The side's tasks and calls per service: they set the sampling rates (``max_samples`` of the busiest service's
 # tasks, and of its calls).
 COUNTS_SQL = f"""
-WITH s_dirty AS MATERIALIZED ({S.dirty("wm_ms")})
+WITH {S.dirty_ctes("s_dirty")}
 {S.window_counts("lo_ms", "hi_ms")}
 """
 

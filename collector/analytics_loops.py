@@ -151,7 +151,7 @@ LIMIT 100000
 # the traces' extent in the window
 CALLS_SQL = f"""
 WITH ids AS (SELECT arrayJoin(splitByChar(',', {{ids:String}})) AS TraceId),
-bounds AS ({S.bounds_sql("ids")})
+{S.bounds_ctes("bounds", "ids", materialized=False)}
 SELECT TraceId, CallKey, toUnixTimestamp64Nano(ts) AS ts_ns, i, o, c, service
 FROM ({R.calls(
     f"{S.extent_where('ids', 'bounds')} AND Hour >= toStartOfHour({R.ms('from_ms')}) AND Hour < {R.ms('to_ms')}"
@@ -167,19 +167,19 @@ WHERE ts >= {R.ms("from_ms")} AND ts < {R.ms("to_ms")}
 # made ClickHouse 26.9 skip the spans of a trace whose spans all start in one second.
 PASS_SQL = f"""
 WITH s_cand AS MATERIALIZED ({S.dirty_ids("after", "upto")}),
-s_bounds AS MATERIALIZED ({S.bounds_sql("s_cand")})
+{S.bounds_ctes("s_bounds", "s_cand")}
 SELECT x.TraceId AS TraceId, x.first AS first, x.last AS last, c.* EXCEPT TraceId, e.had AS had
 FROM (SELECT TraceId, toUnixTimestamp(min(Start)) AS first, toUnixTimestamp(max(End)) AS last
       FROM {TRACE_LOOKUP_TABLE} WHERE TraceId IN (SELECT TraceId FROM s_cand) GROUP BY TraceId) AS x
 LEFT JOIN (SELECT *, toUInt8(1) AS hit FROM ({_candidates(
-    "ProjectId = {project:String} AND Timestamp >= toDateTime64((SELECT lo FROM s_bounds), 9)"
-    " AND Timestamp < toDateTime64((SELECT hi FROM s_bounds), 9) + INTERVAL 1 SECOND"
+    "ProjectId = {project:String} AND Timestamp >= toDateTime64(s_bounds_v.1, 9)"
+    " AND Timestamp < toDateTime64(s_bounds_v.2, 9) + INTERVAL 1 SECOND"
     " AND TraceId IN (SELECT TraceId FROM s_cand)",
     f"({_looping('2')}) OR length(services) > 1",
 )})) AS c ON c.TraceId = x.TraceId
 LEFT JOIN (SELECT TraceId, groupArray((toUnixTimestamp(Hour), Pattern)) AS had FROM {LOOP_SUMMARY_TABLE} FINAL
-           WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour((SELECT lo FROM s_bounds))
-             AND Hour <= (SELECT hi FROM s_bounds) AND TraceId IN (SELECT TraceId FROM s_cand)
+           WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour(s_bounds_v.1)
+             AND Hour <= s_bounds_v.2 AND TraceId IN (SELECT TraceId FROM s_cand)
            GROUP BY TraceId) AS e ON e.TraceId = x.TraceId
 WHERE c.hit = 1 OR notEmpty(e.had)
 """
@@ -190,7 +190,7 @@ WHERE c.hit = 1 OR notEmpty(e.had)
 # over the traces' extent (the trace lookup's first and last span).
 EARLIER_ROOTS_SQL = f"""
 WITH ids AS (SELECT arrayJoin(splitByChar(',', {{ids:String}})) AS TraceId),
-bounds AS ({S.bounds_sql("ids")})
+{S.bounds_ctes("bounds", "ids", materialized=False)}
 SELECT TraceId, if(r.name != '', r.name, r.span_name) AS name
 FROM ({S.max_roots_sql("ids", "bounds")})
 WHERE r.has = 1 AND r.ts < {R.ms("from_ms")}

@@ -74,6 +74,11 @@ def dirty(after: str, upto: str | None = None) -> str:
     return f"SELECT DISTINCT cityHash64(TraceId) AS h {_ingested(after, upto)}"
 
 
+def dirty_ctes(name: str) -> str:
+    """The CTE ``name`` (``dirty`` after ``{wm_ms}``) and ``{name}_n``, its size, as one scalar (``bounds_ctes``)."""
+    return f"{name} AS MATERIALIZED ({dirty('wm_ms')}),\n(SELECT count() FROM {name}) AS {name}_n"
+
+
 def dirty_ids(after: str, upto: str | None = None) -> str:
     """The same traces, by id."""
     return f"SELECT DISTINCT TraceId {_ingested(after, upto)}"
@@ -86,7 +91,7 @@ def _clean(dirty_cte: str) -> str:
     """A summary row of a trace not touched since the watermark (``TraceHash``, migration 10, is the hash ``dirty``
     takes, stored); with no dirty trace at all the set is not probed for every row (34 -> 17 ms for a day's 320k
     task rows)."""
-    return f"((SELECT count() FROM {dirty_cte}) = 0 OR TraceHash NOT IN (SELECT h FROM {dirty_cte}))"
+    return f"({dirty_cte}_n = 0 OR TraceHash NOT IN (SELECT h FROM {dirty_cte}))"
 
 
 _CLEAN = _clean("s_dirty")
@@ -104,11 +109,19 @@ def bounds_sql(ids: str) -> str:
     WHERE TraceId IN (SELECT TraceId FROM {ids})"""
 
 
+def bounds_ctes(name: str, ids: str, *, materialized: bool = True) -> str:
+    """The CTE ``name`` (``bounds_sql`` of ``ids``) and ``{name}_v``, its (lo, hi) as one scalar: a statement's
+    scalar subqueries run as it is planned, so every ``(SELECT lo FROM name)`` ran on its own (the computed-tasks
+    CTEs held nine, ~50 ms of a read's ~90 ms with nothing to compute)."""
+    kind = " MATERIALIZED" if materialized else ""
+    return f"{name} AS{kind} ({bounds_sql(ids)}),\n(SELECT (lo, hi) FROM {name}) AS {name}_v"
+
+
 def extent_where(ids: str, bounds: str) -> str:
-    """Rollup rows of the traces of the CTE ``ids`` over their extent (the CTE ``bounds``, from ``bounds_sql``)."""
+    """Rollup rows of the traces of the CTE ``ids`` over their extent (the CTE ``bounds``, from ``bounds_ctes``)."""
     return (
-        f"(SELECT lo FROM {bounds}) IS NOT NULL AND ProjectId = {{project:String}}"
-        f" AND Hour >= toStartOfHour((SELECT lo FROM {bounds})) AND Hour <= (SELECT hi FROM {bounds})"
+        f"{bounds}_v.1 IS NOT NULL AND ProjectId = {{project:String}}"
+        f" AND Hour >= toStartOfHour({bounds}_v.1) AND Hour <= {bounds}_v.2"
         f" AND TraceId IN (SELECT TraceId FROM {ids})"
     )
 
@@ -126,7 +139,7 @@ def _cand_ctes(cand_sql: str) -> str:
     """``s_cand`` (the traces to compute) and ``s_bounds`` (lo, hi: their first and last span start, NULL if none)."""
     return f"""
 s_cand AS MATERIALIZED ({cand_sql}),
-s_bounds AS MATERIALIZED ({bounds_sql("s_cand")})"""
+{bounds_ctes("s_bounds", "s_cand")}"""
 
 
 def compute_ctes(cand_sql: str, root_where: str = "1") -> str:
@@ -180,14 +193,14 @@ def window_ctes(lo: str = "from_ms", hi: str = "to_ms", *, service: bool = True,
     # window's hours as the raw reads do (a narrow column), not by reading every dirty trace's rows
     cand = (
         f"SELECT TraceId FROM (SELECT DISTINCT TraceId FROM {TASK_ROLLUP_TABLE}"
-        f" WHERE (SELECT count() FROM s_dirty) > 0 AND ProjectId = {{project:String}}"
+        f" WHERE s_dirty_n > 0 AND ProjectId = {{project:String}}"
         f" AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)} AND Root.has = 1"
         f" AND Root.ts >= {R.ms(lo)} AND Root.ts < {R.ms(hi)}{root_svc.replace('r.service', 'Root.service')})"
         f" WHERE {_DIRTY}{' AND ' + _sample(sample, 'cityHash64(TraceId)') if sample else ''}"
     )
     prewhere = f"\n    PREWHERE {_sample(sample, 'TraceHash')}" if sample else ""
     return f"""
-s_dirty AS MATERIALIZED ({dirty("wm_ms")}),{compute_ctes(cand, f"r.ts >= {R.ms(lo)} AND r.ts < {R.ms(hi)}{root_svc}")},
+{dirty_ctes("s_dirty")},{compute_ctes(cand, f"r.ts >= {R.ms(lo)} AND r.ts < {R.ms(hi)}{root_svc}")},
 s_window AS (
     SELECT {_COLS} FROM {TASK_SUMMARY_TABLE} FINAL{prewhere}
     WHERE ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)}
@@ -200,13 +213,13 @@ s_window AS (
 def window_counts(lo: str, hi: str) -> str:
     """SELECT what ('tasks' or 'calls'), service, model, n: the tasks (by root service; model '') and the LLM calls
     (by their service and response model) of [lo, hi) of the scope's service, from the keys alone: the summaries'
-    rows of the clean traces (as ``window_ctes`` and ``calls_ctes`` read them) and, for the dirty traces (the CTE
-    ``s_dirty``), their root rows and call rows in the window's hours, not computed (a running task counts; a call
-    that started before ``lo`` may). ~40 ms for a day of 320k tasks and 1.7M calls, where the reads' own statements
-    compute the dirty traces first (~100 ms more). For sampling rates and mixes, not for totals."""
+    rows of the clean traces (as ``window_ctes`` and ``calls_ctes`` read them) and, for the dirty traces (the CTEs
+    of ``dirty_ctes("s_dirty")``), their root rows and call rows in the window's hours, not computed (a running task
+    counts; a call that started before ``lo`` may). ~40 ms for a day of 320k tasks and 1.7M calls, where the reads'
+    own statements compute the dirty traces first (~100 ms more). For sampling rates and mixes, not for totals."""
     hours = f"ProjectId = {{project:String}} AND Hour >= toStartOfHour({R.ms(lo)}) AND Hour < {R.ms(hi)}"
     svc = " AND ({service:String} = '' OR ServiceName = {service:String})"
-    live = "(SELECT count() FROM s_dirty) > 0 AND " + _DIRTY
+    live = "s_dirty_n > 0 AND " + _DIRTY
     return f"""SELECT what, service, model, sum(n) AS n FROM (
     SELECT 'tasks' AS what, ServiceName AS service, '' AS model, count() AS n FROM {TASK_SUMMARY_TABLE} FINAL
     WHERE {hours} AND Start >= {R.ms(lo)} AND Start < {R.ms(hi)}{svc} AND {_CLEAN} GROUP BY service
@@ -249,15 +262,15 @@ def calls_ctes(lo: str = "from_ms", hi: str = "to_ms", *, dirty_cte: str = "", s
     d = dirty_cte or "c_dirty"
     dirty_ = f"cityHash64(TraceId) IN (SELECT h FROM {d})"
     cols = ", ".join(c for c in CALL_COLUMNS if c not in ("ProjectId", "Hour"))
-    own = "" if dirty_cte else f"\nc_dirty AS MATERIALIZED ({dirty('wm_ms')}),"
+    own = "" if dirty_cte else f"\n{dirty_ctes('c_dirty')},"
     live_sample = f" AND {_sample(sample, 'cityHash64(TraceId)')}" if sample else ""
     prewhere = f"\n    PREWHERE {_sample(sample, 'TraceHash')}" if sample else ""
     return f"""{own}
 c_live AS MATERIALIZED (
-    SELECT * FROM ({R.calls(f"(SELECT count() FROM {d}) > 0 AND {hours}{svc} AND {dirty_}{live_sample}")})
+    SELECT * FROM ({R.calls(f"{d}_n > 0 AND {hours}{svc} AND {dirty_}{live_sample}")})
     WHERE ts >= {R.ms(lo)} AND ts < {R.ms(hi)}
 ),
-c_bounds AS MATERIALIZED ({bounds_sql("c_live")}),
+{bounds_ctes("c_bounds", "c_live")},
 c_roots AS MATERIALIZED (
     SELECT TraceId, r.service AS service, r.name AS name FROM ({max_roots_sql("c_live", "c_bounds")}) WHERE r.has = 1
 ),
