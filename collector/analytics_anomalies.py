@@ -57,7 +57,7 @@ def _robust(x: str) -> str:
 _WINDOW_CALLS = """SELECT SiteHash, HasRoot, ServiceName, Ts, InputTokens, CostUsd FROM c_window"""
 _BOMB_PTS = """SELECT SiteHash AS k, log(InputTokens) AS x FROM calls WHERE HasRoot = 1 AND InputTokens > 0"""
 _HOURS = """SELECT toString(ServiceName) AS service, toStartOfHour(Ts) AS hour, sum(ifNull(CostUsd, 0)) AS cost
-    FROM calls GROUP BY service, hour"""
+    FROM {calls} GROUP BY service, hour"""
 
 # per key: (kind, service, name, model, n, median, MAD, k) — of log task cost per (service, name), of log input tokens
 # per call site (k, its hash: a week of calls grouped by 8 bytes, not three strings; 798 -> ~500 ms at 9.9M spans),
@@ -66,7 +66,7 @@ BASELINE_SQL = f"""
 WITH {S.window_ctes("base_ms", "bend_ms")},{S.calls_ctes("base_ms", "bend_ms", dirty_cte="s_dirty")},
 calls AS MATERIALIZED ({_WINDOW_CALLS}),
 bomb_pts AS ({_BOMB_PTS}),
-hours AS ({_HOURS})
+hours AS ({_HOURS.format(calls="calls")})
 SELECT 'task' AS kind, toString(ServiceName) AS service, Name AS name, '' AS model, {_robust("log(CostUsd)")},
        toUInt64(0) AS k
 FROM s_window WHERE CostUsd > 0 GROUP BY service, name
@@ -104,20 +104,6 @@ _SCORE = f"""
     ) ARRAY JOIN cp AS p
 )"""
 
-# Token bombs are ~1.7M points a day at 10M spans: their key's statistics (median and spread, from the baseline or
-# the window's own points) are one row per call site, joined back to the points by the site's 64-bit hash (carrying
-# every point's fields through an array per key, as ``_SCORE`` does, cost ~1 s there).
-_BOMB_STATS = f"""
-bomb_stats AS (
-    SELECT k, {_STATS}
-    FROM (SELECT k, groupArray(x) AS xc, length(xc) AS nc FROM bomb_pts GROUP BY k) AS kk
-    LEFT JOIN (
-        SELECT k, n AS nb, med AS bmed, mad AS bmad FROM base WHERE kind = 'bomb'
-    ) AS b USING (k)
-    WHERE nb >= {{min_samples:UInt32}} OR nc >= {{min_samples:UInt32}}
-)"""
-
-
 def _score_cte(name: str, kind: str, source: str, keys: str, payload: str) -> str:
     return _SCORE.format(name=name, kind=kind, source=source, keys=keys, payload=payload)
 
@@ -154,17 +140,32 @@ FROM task_scored
 WHERE score >= {{z:Float64}} AND ratio >= {{ratio:Float64}}
 ORDER BY score DESC, trace_id LIMIT {{limit:UInt32}}
 """
-# Token bombs: a site's statistics from numbers alone (the site's hash is stored on the call summary, migration 10),
-# turned into a threshold on log input tokens (score >= bomb_z and ratio >= bomb_ratio, less a rounding margin; the
-# final filter is exact); then one pass over the window's calls keeps those past their site's threshold, and only
-# they carry strings on. Carrying every call's strings through the scoring, the calls statement took ~650 ms of cost
-# anomalies' ~730 at 9.9M spans; now cost anomalies take ~640 against ~780 for that code, side by side.
+# Token bombs: a site's statistics are the baseline's (by its hash, SiteHash, stored on the call summary: migration
+# 10) or, for a site with fewer than min_samples baseline points, its window values'; each becomes a threshold on log
+# input tokens (score >= bomb_z and ratio >= bomb_ratio, less a rounding margin: the final filter is exact); one pass
+# over the window's calls keeps those past their site's threshold, and only they carry their strings on. Carrying
+# every call's strings through the scoring, this statement took ~650 ms of cost anomalies' ~730 at 9.9M spans.
 CALL_ANOMALIES_SQL = f"""
 WITH {S.calls_ctes("from_ms", "to_ms").strip().rstrip(",")},
-calls AS MATERIALIZED ({_WINDOW_CALLS}),
 {_BASE.strip()},
-bomb_pts AS ({_BOMB_PTS}),
-{_BOMB_STATS.strip()},
+-- a site with min_samples baseline points is scored against the baseline; only the others' window values are
+-- gathered (usually none), not a day's 1.7M
+bomb_sites AS MATERIALIZED (
+    SELECT k FROM base WHERE kind = 'bomb' AND n >= {{min_samples:UInt32}}
+),
+bomb_stats AS (
+    SELECT k, toUInt8(1) AS use_b, n, med, greatest({MAD_SCALE} * mad, {MIN_LOG_SPREAD}) AS spread
+    FROM base WHERE kind = 'bomb' AND n >= {{min_samples:UInt32}}
+    UNION ALL
+    SELECT k, toUInt8(0) AS use_b, length(xc) AS n, arrayReduce('medianExact', xc) AS med,
+           greatest({MAD_SCALE} * arrayReduce('medianExact', arrayMap(v -> abs(v - med), xc)), {MIN_LOG_SPREAD})
+               AS spread
+    FROM (
+        SELECT SiteHash AS k, groupArray(log(InputTokens)) AS xc FROM c_window
+        WHERE HasRoot = 1 AND InputTokens > 0 AND SiteHash NOT IN (SELECT k FROM bomb_sites)
+        GROUP BY k HAVING length(xc) >= {{min_samples:UInt32}}
+    )
+),
 bomb_thresholds AS MATERIALIZED (
     SELECT k, med, n, use_b, spread,
            greatest(med + {{bomb_z:Float64}} * spread, med + log({{bomb_ratio:Float64}})) - 1e-9 AS tx
@@ -177,7 +178,7 @@ bombs AS (
     FROM c_window AS c INNER JOIN bomb_thresholds AS t ON c.SiteHash = t.k
     WHERE c.HasRoot = 1 AND c.InputTokens > 0 AND log(c.InputTokens) >= t.tx
 ),
-hours AS ({_HOURS})
+hours AS ({_HOURS.format(calls="c_window")})
 SELECT * FROM (
     SELECT 'bomb' AS kind, trace_id, span_id, service, name, model, toUnixTimestamp64Nano(ts) AS start_ns, cost,
            i AS input_tokens, toUInt64(0) AS output_tokens, toUInt64(0) AS llm_calls, exp(med) AS baseline,

@@ -244,6 +244,22 @@ def test_token_bombs_and_cost_anomalies(env):
                                                                                        rel=1e-3)  # fmt: skip
 
 
+def test_token_bombs_of_sites_without_a_baseline_are_scored_against_the_window(env):
+    """A one-hour baseline holds fewer than min_samples calls of any site: every site is scored against its own
+    window values, and the planted bombs are still found."""
+    client, fleet, _ = env
+    tr = fleet.truth
+    out = get(client, "/api/v1/anomalies/cost", baseline_hours=1, min_samples=300, **WINDOW)
+    cur = {t for t in tr.current_tasks if t not in tr.running}
+    bombs = {t: s for t, s in tr.bombs.items() if t in cur}
+    flagged = {(b["trace_id"], b["span_id"]) for b in out["token_bombs"]}
+    assert bombs and set(bombs.items()) <= flagged
+    assert {b["baseline_source"] for b in out["token_bombs"]} == {"window"}
+    assert all(b["baseline_n"] >= 300 for b in out["token_bombs"])
+    trailing = get(client, "/api/v1/anomalies/cost", baseline_hours=CFG.baseline_hours, min_samples=300, **WINDOW)
+    assert {b["baseline_source"] for b in trailing["token_bombs"]} == {"trailing"}
+
+
 def test_drift_flags_the_drifted_service_and_metrics_only(env):
     client, fleet, _ = env
     out = get(client, "/api/v1/drift", baseline_hours=CFG.baseline_hours, **WINDOW)
