@@ -488,6 +488,11 @@ def _loop_summary_ddl(t: Target) -> list[str]:
     )
 
 
+# a call's token-bomb site (service, task name, model) as stored on the call summary; reads compute it the same way
+# for the calls not summarized yet
+SITE_HASH = "cityHash64(RootService, RootName, Model)"
+
+
 def _hash_columns_ddl(t: Target) -> list[str]:
     """64-bit hashes on the summaries, computed at insert:
 
@@ -509,7 +514,7 @@ def _hash_columns_ddl(t: Target) -> list[str]:
         TASK_SUMMARY_TABLE: ["TraceHash UInt64 MATERIALIZED cityHash64(TraceId) AFTER TraceId"],
         CALL_SUMMARY_TABLE: [
             "TraceHash UInt64 MATERIALIZED cityHash64(TraceId) AFTER TraceId",
-            "SiteHash UInt64 MATERIALIZED cityHash64(RootService, RootName, Model)",
+            f"SiteHash UInt64 MATERIALIZED {SITE_HASH}",
         ],
     }
     out = []

@@ -35,6 +35,7 @@ from agentwatch.collector.migrations import (
     CALL_SUMMARY_TABLE,
     LLM_CALLS_TABLE,
     LOOP_SUMMARY_TABLE,
+    SITE_HASH,
     SPANS_TABLE,
     SUMMARY_WATERMARK_TABLE,
     TASK_ROLLUP_TABLE,
@@ -278,7 +279,7 @@ c_window AS (
     SELECT {cols}, TraceHash, SiteHash FROM {CALL_SUMMARY_TABLE} FINAL{prewhere}
     WHERE {hours} AND Ts >= {R.ms(lo)} AND Ts < {R.ms(hi)}{svc} AND {_clean(d)}
     UNION ALL
-    SELECT {cols}, cityHash64(TraceId) AS TraceHash, cityHash64(RootService, RootName, Model) AS SiteHash
+    SELECT {cols}, cityHash64(TraceId) AS TraceHash, {SITE_HASH} AS SiteHash
     FROM ({_call_rows("c_live", "c_roots")})
 )"""
 
