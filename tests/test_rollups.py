@@ -6,6 +6,7 @@ running (its root not arrived yet), then completed."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -30,6 +31,7 @@ from agentwatch.collector import (  # noqa: E402
     analytics_loops,
     analytics_stats,
     queries,
+    rollups,
     summary,
 )
 from agentwatch.collector.migrations import (  # noqa: E402
@@ -248,6 +250,7 @@ def _drift_samples_equal_the_reference(store, rest, held) -> None:
     for lo, hi in ((base_ms, SCOPE.start_ms), (SCOPE.start_ms, SCOPE.end_ms)):
         ref = reference([*rest, held], lo, hi)
         assert analytics_drift.read_side(store, params, lo, hi).keep == 1_000_000
+        n_calls = {}
         for keep in (1_000_000, 500_000):
             rows = store.query(analytics_drift.TASKS_SAMPLED_SQL, {**params, "lo_ms": lo, "hi_ms": hi, "keep": keep})
             kept = [w for t, w in ref.items() if bucket[t] < keep]
@@ -257,6 +260,16 @@ def _drift_samples_equal_the_reference(store, rest, held) -> None:
             want = sorted((w["service"], w["input_tokens"] + w["output_tokens"], w["steps"], round(w["cost_usd"], 9))
                           for w in kept)  # fmt: skip
             assert got == want
+            # the calls' sample (summary rows by TraceHash, computed calls by cityHash64) against the rollups' calls
+            q = {**params, "lo_ms": lo, "hi_ms": hi, "keep_calls": keep}
+            got_calls = sorted((r["service"], r["output_tokens"]) for r in store.query(analytics_drift.CALLS_SQL, q))
+            ref_calls = sorted((r["service"], r["o"]) for r in store.query(
+                f"SELECT service, o FROM ({rollups.calls('ProjectId = {project:String}')})"
+                f" WHERE ts >= {rollups.ms('lo_ms')} AND ts < {rollups.ms('hi_ms')}"
+                " AND cityHash64(TraceId) % 1000000 < {keep_calls:UInt32}", q))  # fmt: skip
+            assert ref_calls and got_calls == ref_calls
+            n_calls[keep] = len(ref_calls)
+        assert n_calls[500_000] < n_calls[1_000_000]
 
 
 def test_drift_task_samples_equal_the_reference(env):
@@ -301,6 +314,19 @@ def test_backfill_builds_the_same_rollups_from_existing_spans(env):
         store.close()
 
 
+@contextlib.contextmanager
+def _store_of_an_earlier_release(main: ChdbStore, version: int, rows: list[dict]):
+    """A store of its own (database ``upgrade<version>``) as a collector of an earlier release left it: migrations up
+    to ``version`` applied, ``rows`` stored."""
+    store = ChdbStore(main.path.parent, database=f"upgrade{version}")
+    try:
+        _migrate_to(store, version)
+        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols(rows)))
+        yield store
+    finally:
+        store.close()
+
+
 def _migrate_to(store: ChdbStore, version: int) -> None:
     """The store as a collector of an earlier release left it: migrations up to ``version`` applied."""
     from agentwatch.collector import migrations as M
@@ -318,10 +344,7 @@ def _migrate_to(store: ChdbStore, version: int) -> None:
 def test_upgrading_a_summarized_store_resets_the_watermark_so_calls_are_summarized_too(env):
     """Migration 8 on a store the summarizer of migration 7 kept: its watermark covered tasks, not calls."""
     main, _, rest, held = env
-    store = ChdbStore(main.path.parent, database="upgrade7")
-    try:
-        _migrate_to(store, 7)
-        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([*rest, held])))
+    with _store_of_an_earlier_release(main, 7, [*rest, held]) as store:
         store.command(f"INSERT INTO {SUMMARY_WATERMARK_TABLE} (Watermark) VALUES (now64(3))")
         assert summary.watermark(store) > 0
         assert 8 in migrate(store)
@@ -332,17 +355,12 @@ def test_upgrading_a_summarized_store_resets_the_watermark_so_calls_are_summariz
         n = store.query(f"SELECT count() AS n FROM {CALL_SUMMARY_TABLE} FINAL")[0]["n"]
         raw = f"SELECT uniqExact(TraceId, CallKey) AS n FROM {SPANS_TABLE} WHERE Kind = 'llm'"
         assert n == store.query(raw)[0]["n"]
-    finally:
-        store.close()
 
 
 def test_upgrade_to_migration_10_hashes_the_summaries_written_before(env):
     """The hashes of the rows written before the migration equal what a read computes for an unsummarized call."""
     main, _, rest, held = env
-    store = ChdbStore(main.path.parent, database="upgrade9")
-    try:
-        _migrate_to(store, 9)
-        store.insert_arrow(SPANS_TABLE, INSERT_COLUMNS, to_ipc(_cols([*rest, held])))
+    with _store_of_an_earlier_release(main, 9, [*rest, held]) as store:
         summary.Summarizer(store, lag=0.0).catch_up()
         assert migrate(store)[0] == 10
         for table, same in ((TASK_SUMMARY_TABLE, "TraceHash = cityHash64(TraceId)"),
@@ -355,8 +373,6 @@ def test_upgrade_to_migration_10_hashes_the_summaries_written_before(env):
         store.command(f"TRUNCATE TABLE {SUMMARY_WATERMARK_TABLE}")  # every read computes from the rollups
         assert analytics_anomalies.cost_anomalies(store, SCOPE, baseline_hours=24) == before
         _drift_samples_equal_the_reference(store, rest, held)
-    finally:
-        store.close()
 
 
 def test_cluster_render_reads_the_local_spans_table():
