@@ -296,13 +296,39 @@ def read_get(c: Collector, path: str, **params) -> httpx.Response:
 
 
 # --- side threads: RSS and freshness -------------------------------------------------------------------------
-def sample_rss(c: Collector, stop: threading.Event, peak: list[int]) -> None:
+def sample_rss(c: Collector, stop: threading.Event, peak: list[int], at_peak: dict[str, int]) -> None:
+    """The peak RSS every 0.1 s, and at the peak its parts (Linux: /proc/PID/smaps_rollup): anonymous memory (the
+    heaps: Python's and the engine's) and file-backed pages (chiefly the engine's mapped library)."""
     while not stop.is_set():
         try:
-            peak[0] = max(peak[0], c.ps.memory_info().rss)
+            rss = c.ps.memory_info().rss
         except psutil.Error:
             return
+        if rss > peak[0]:
+            peak[0] = rss
+            try:
+                text = Path(f"/proc/{c.ps.pid}/smaps_rollup").read_text()
+            except OSError:
+                text = ""
+            for key in ("Anonymous", "Rss"):
+                m = re.search(rf"^{key}:\s+(\d+) kB", text, re.M)
+                if m:
+                    at_peak[key] = int(m.group(1)) * 1024
         stop.wait(0.1)
+
+
+def sample_store_memory(c: Collector, stop: threading.Event, peaks: dict[str, float]) -> None:
+    """The peak of the embedded engine's own accounting (``agentwatch_store_memory_bytes``), every 0.5 s: what of
+    the RSS the engine holds (inserts, queries, merges, caches)."""
+    while not stop.is_set():
+        try:
+            m = c.metrics()
+        except httpx.HTTPError:
+            m = {}
+        v = m.get("agentwatch_store_memory_bytes")
+        if v is not None:
+            peaks["engine"] = max(peaks.get("engine", 0.0), v)
+        stop.wait(0.5)
 
 
 def probe_freshness(
@@ -408,13 +434,16 @@ def main() -> int:
         extra = dict(kv.split("=", 1) for kv in args.collector_env)
         c = Collector(tmp, args.profile_out, extra, ["--gil"] if args.profile_gil else [])
         peak = [0]
+        store_peaks: dict[str, float] = {}
+        at_peak: dict[str, int] = {}
         delays: list[float] = []
         misses: list[str] = []
         query_s: list[float] = []
         threads = [
-            threading.Thread(target=sample_rss, args=(c, stop, peak), daemon=True),
+            threading.Thread(target=sample_rss, args=(c, stop, peak, at_peak), daemon=True),
             threading.Thread(target=probe_freshness, args=(c, stop, delays, misses, query_s, args.probe), daemon=True),
         ]
+        memory = threading.Thread(target=sample_store_memory, args=(c, stop, store_peaks), daemon=True)
         cpu0 = c.ps.cpu_times()
         host0 = psutil.cpu_times()
         ctx = mp.get_context("spawn")
@@ -427,6 +456,7 @@ def main() -> int:
             p.start()
         for t in threads[: 1 if args.no_probes else 2]:
             t.start()
+        memory.start()
         results = [q.get(timeout=args.seconds + 120) for _ in procs]
         for p in procs:
             p.join(10)
@@ -468,6 +498,8 @@ def main() -> int:
             "ratio": rate / ceil["plain_walk"], "collector_walk_per_core": ceil["collector_walk"],
             "fresh_p50": pct(delays, 0.5), "fresh_p99": pct(delays, 0.99), "probes": len(delays),
             "probe_misses": len(misses), "peak_rss_mib": peak[0] / 2**20,
+            "peak_rss_anonymous_mib": at_peak.get("Anonymous", 0) / 2**20,
+            "engine_peak_mib": store_peaks.get("engine", math.nan) / 2**20,
             "busy_503": sum(r["busy"] for r in results), "errors": sum(r["errors"] for r in results),
             "collector_cpu_s": cpu_s, "spans_per_collector_cpu_s": persisted / cpu_s if cpu_s else math.nan,
             "host_busy_cores": host_busy / (t_done - t_start) if elapsed == elapsed else math.nan,
@@ -486,7 +518,11 @@ def main() -> int:
         print(f"FRESHNESS: p50 {out['fresh_p50']:.2f} s, p99 {out['fresh_p99']:.2f} s "
               f"({len(delays)} probes, {len(misses)} not seen in 30 s; polled every 0.2 s, {probe_path} answered "
               f"in p50 {pct(query_s, 0.5) * 1000:.0f} ms, p99 {pct(query_s, 0.99) * 1000:.0f} ms)")  # fmt: skip
-        print(f"PEAK RSS: {out['peak_rss_mib']:,.0f} MiB")
+        anon = at_peak.get("Anonymous", 0)
+        engine = store_peaks.get("engine", math.nan) / 2**20
+        print(f"PEAK RSS: {out['peak_rss_mib']:,.0f} MiB: anonymous (heaps) {anon / 2**20:,.0f} MiB, file-backed "
+              f"(mapped libraries) {(at_peak.get('Rss', 0) - anon) / 2**20:,.0f} MiB; the engine's own accounting "
+              f"at its peak (sampled every 0.5 s): {engine:,.0f} MiB")  # fmt: skip
         print(
             f"collector CPU: {cpu_s:.1f} s = {out['spans_per_collector_cpu_s']:,.0f} spans per CPU-second; "
             f"host busy {out['host_busy_cores']:.2f} of {psutil.cpu_count()} cores (senders, probes, others)"

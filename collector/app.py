@@ -250,6 +250,12 @@ def create_app(collector: Collector) -> FastAPI:
     def metrics() -> Response:
         c.metrics.spool_bytes.set(c.spool.bytes)
         c.metrics.queue_depth.set(c.spool.pending_rows)
+        try:
+            held = c.store.memory()
+        except StoreError:
+            held = None  # the store is down: /metrics still answers (agentwatch_store_up says so)
+        if held is not None:
+            c.metrics.store_memory.set(held)
         return Response(generate_latest(c.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # --- read API ---

@@ -52,6 +52,11 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.store_memory = Gauge(
+            "agentwatch_store_memory_bytes",
+            "Memory the embedded store's engine accounts for: all it holds now (inserts, queries, merges, caches)",
+            registry=r,
+        )
         self.summary_errors = Counter("agentwatch_summary_errors", "Failed task summary passes", registry=r)
         self.summary_watermark = Gauge(
             "agentwatch_summary_watermark_seconds", "Spans ingested up to this time are summarized", registry=r

@@ -91,6 +91,11 @@ class Store(ABC):
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self.query_arrow(sql, params).to_pylist()
 
+    def memory(self) -> int | None:
+        """Bytes the engine accounts for, where it runs in this process (the embedded store): all it has allocated
+        and holds now (inserts, queries, merges, caches). None for a server (its memory is not ours)."""
+        return None
+
     def ping(self) -> bool:
         try:
             self.query_arrow("SELECT 1 AS ok")
@@ -180,6 +185,10 @@ class ChdbStore(Store):
                     return int(ins.finish().rows_written)
             except Exception as e:
                 raise StoreError(str(e)) from e
+
+    def memory(self) -> int | None:
+        rows = self.query("SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'")
+        return int(rows[0]["value"]) if rows else None
 
     def close(self) -> None:
         for conn in (*self._all_readers, self._write):

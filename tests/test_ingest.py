@@ -297,6 +297,7 @@ def test_health_and_metrics(collector):
     for name in ("agentwatch_spans_accepted_total", "agentwatch_spans_stored_total", "agentwatch_spool_bytes",
                  "agentwatch_queue_depth", "agentwatch_insert_seconds_bucket"):  # fmt: skip
         assert name in text
+    assert _metric(collector, "agentwatch_store_memory_bytes") > 0  # the embedded engine's own accounting
     assert "proj-a" not in text  # no project data
 
 
