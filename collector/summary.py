@@ -76,8 +76,17 @@ def dirty(after: str, upto: str | None = None) -> str:
 
 
 def dirty_ctes(name: str) -> str:
-    """The CTE ``name`` (``dirty`` after ``{wm_ms}``) and ``{name}_n``, its size, as one scalar (``bounds_ctes``)."""
-    return f"{name} AS MATERIALIZED ({dirty('wm_ms')}),\n(SELECT count() FROM {name}) AS {name}_n"
+    """The CTE ``name`` (``dirty`` after ``{wm_ms}``) and ``{name}_n``, its size (``bounds_ctes``).
+
+    One snapshot per statement: the set is read once, as a scalar (``{name}_v``, an array), and the CTE unrolls
+    it. ClickHouse evaluates a statement's scalar subqueries apart from its body, and a MATERIALIZED CTE used by
+    both ran once in each (chDB 26.9): a span ingested between the two made a trace dirty for the body and not
+    for a scalar (the extent of the traces to compute), and its task could be left out of one read. Reading the
+    set once also reads it once (it was read up to three times)."""
+    return (
+        f"(SELECT groupArray(h) FROM ({dirty('wm_ms')})) AS {name}_v,\n"
+        f"{name} AS (SELECT arrayJoin({name}_v) AS h),\nlength({name}_v) AS {name}_n"
+    )
 
 
 def dirty_ids(after: str, upto: str | None = None) -> str:
@@ -137,9 +146,12 @@ def max_roots_sql(ids: str, bounds: str) -> str:
 
 
 def _cand_ctes(cand_sql: str) -> str:
-    """``s_cand`` (the traces to compute) and ``s_bounds`` (lo, hi: their first and last span start, NULL if none)."""
+    """``s_cand`` (the traces to compute) and ``s_bounds`` (lo, hi: their first and last span start, NULL if none).
+    The traces are read once, as a scalar that the CTE unrolls (``dirty_ctes``: the bounds, a scalar, and the
+    body see the same traces)."""
     return f"""
-s_cand AS MATERIALIZED ({cand_sql}),
+(SELECT groupArray(TraceId) FROM ({cand_sql})) AS s_cand_v,
+s_cand AS (SELECT arrayJoin(s_cand_v) AS TraceId),
 {bounds_ctes("s_bounds", "s_cand")}"""
 
 

@@ -879,3 +879,25 @@ def test_drift_task_samples_equal_the_reference_with_summaries(env):
         _drift_samples_equal_the_reference(store, rest, held)
     finally:
         store.close()
+
+
+def test_a_statement_takes_one_snapshot_of_the_traces_it_computes(env, monkeypatch):
+    """The dirty traces and the traces to compute are read once per statement: the scalars that bound the reads
+    (the set's size, the traces' extent) and the statement's body see the same traces. A source that differs at
+    every evaluation (rand64) tells one read from two: ClickHouse evaluates scalar subqueries apart from the body,
+    and a MATERIALIZED CTE used by both was read in each, so a span ingested in between left a task out."""
+    store = env[0]
+    monkeypatch.setattr(summary, "dirty", lambda *a: "SELECT rand64() AS h FROM numbers(5)")
+    sql = (
+        f"WITH {summary.dirty_ctes('d')}\n"
+        "SELECT (SELECT sum(h) FROM d) AS in_scalar, sum(h) AS in_body, any(d_n) AS n FROM d"
+    )
+    r = store.query(sql, {"wm_ms": 0})[0]
+    assert r["n"] == 5 and r["in_scalar"] == r["in_body"]
+    cand = "SELECT toString(rand64()) AS TraceId FROM numbers(5)"
+    sql = (
+        f"WITH {summary._cand_ctes(cand).strip()}\nSELECT (SELECT groupArray(TraceId) FROM s_cand) AS in_scalar,"
+        " groupArray(TraceId) AS in_body, any(s_bounds_v) AS bounds FROM s_cand"
+    )
+    r = store.query(sql, {"project": "p"})[0]
+    assert len(r["in_body"]) == 5 and r["in_scalar"] == r["in_body"]
