@@ -81,8 +81,8 @@ def dirty_ctes(name: str) -> str:
     One snapshot per statement: the set is read once, as a scalar (``{name}_v``, an array), and the CTE unrolls
     it. ClickHouse evaluates a statement's scalar subqueries apart from its body, and a MATERIALIZED CTE used by
     both ran once in each (chDB 26.9): a span ingested between the two made a trace dirty for the body and not
-    for a scalar (the extent of the traces to compute), and its task could be left out of one read. Reading the
-    set once also reads it once (it was read up to three times)."""
+    for a scalar (the extent of the traces to compute), and its task could be left out of one read. The set is
+    also read once instead of up to three times."""
     return (
         f"(SELECT groupArray(h) FROM ({dirty('wm_ms')})) AS {name}_v,\n"
         f"{name} AS (SELECT arrayJoin({name}_v) AS h),\nlength({name}_v) AS {name}_n"
