@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import pyarrow as pa
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -59,7 +61,18 @@ class Collector:
     started: float
 
 
+def use_system_allocator_for_arrow() -> str:
+    """Arrow's buffers (each request's columns, each segment's insert stream) from the C library's allocator
+    instead of pyarrow's bundled mimalloc, which kept freed memory: measured with bench/ingest.py (three runs
+    each, interleaved), peak RSS 962-988 MiB against 1,062-1,136, spans/s the same (34.5-37.9k against
+    33.9-37.1k). ``ARROW_DEFAULT_MEMORY_POOL``, if set, wins. Returns the pool's backend."""
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())
+    return pa.default_memory_pool().backend_name
+
+
 def build(settings: CollectorSettings, store: Store, *, pricer: Any) -> Collector:
+    use_system_allocator_for_arrow()
     metrics = Metrics()
     stats = IngestStats()
     spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync)

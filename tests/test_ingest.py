@@ -334,3 +334,20 @@ def test_the_summarizer_writes_tasks_in_the_background_and_reads_stay_the_same(c
     assert {k: v for k, v in now.items() if k not in ("from", "to")} == {
         k: v for k, v in overview.items() if k not in ("from", "to")}  # the default window moved on
     assert collector.get("/readyz", key=None).json()["summarizer_error"] is None
+
+
+def test_arrow_buffers_come_from_the_system_allocator_unless_the_user_chose(monkeypatch):
+    import pyarrow as pa
+
+    from agentwatch.collector.app import use_system_allocator_for_arrow
+
+    before = pa.default_memory_pool()
+    try:
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+        assert use_system_allocator_for_arrow() == "system"  # mimalloc kept what the collector freed
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")
+        assert use_system_allocator_for_arrow() == "mimalloc"  # an explicit choice is kept
+    finally:
+        pa.set_memory_pool(before)
