@@ -166,8 +166,7 @@ WHERE ts >= {R.ms("from_ms")} AND ts < {R.ms("to_ms")}
 # row where the pass writes none. The extent's bounds are compared as DateTime64: ``Timestamp < <a DateTime> + 1 s``
 # made ClickHouse 26.9 skip the spans of a trace whose spans all start in one second.
 PASS_SQL = f"""
-WITH s_cand AS MATERIALIZED ({S.dirty_ids("after", "upto")}),
-{S.bounds_ctes("s_bounds", "s_cand")}
+WITH {S.cand_ctes(S.dirty_ids("after", "upto")).strip()}
 SELECT x.TraceId AS TraceId, x.first AS first, x.last AS last, c.* EXCEPT TraceId, e.had AS had
 FROM (SELECT TraceId, toUnixTimestamp(min(Start)) AS first, toUnixTimestamp(max(End)) AS last
       FROM {TRACE_LOOKUP_TABLE} WHERE TraceId IN (SELECT TraceId FROM s_cand) GROUP BY TraceId) AS x

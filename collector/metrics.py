@@ -54,7 +54,8 @@ class Metrics:
         )
         self.store_memory = Gauge(
             "agentwatch_store_memory_bytes",
-            "Memory the embedded store's engine accounts for: all it holds now (inserts, queries, merges, caches)",
+            "Memory the embedded store's engine accounts for: all it holds now (inserts, queries, merges, caches); "
+            "stays 0 with a ClickHouse server, whose memory is not the collector's",
             registry=r,
         )
         self.summary_errors = Counter("agentwatch_summary_errors", "Failed task summary passes", registry=r)

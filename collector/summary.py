@@ -145,7 +145,7 @@ def max_roots_sql(ids: str, bounds: str) -> str:
         GROUP BY TraceId"""
 
 
-def _cand_ctes(cand_sql: str) -> str:
+def cand_ctes(cand_sql: str) -> str:
     """``s_cand`` (the traces to compute) and ``s_bounds`` (lo, hi: their first and last span start, NULL if none).
     The traces are read once, as a scalar that the CTE unrolls (``dirty_ctes``: the bounds, a scalar, and the
     body see the same traces)."""
@@ -161,7 +161,7 @@ def compute_ctes(cand_sql: str, root_where: str = "1") -> str:
     collector/rollups.py). Their rollup rows are read over the traces' whole extent (the trace lookup's first and
     last span start)."""
     members = extent_where("s_roots", "s_bounds")
-    return f"""{_cand_ctes(cand_sql)},
+    return f"""{cand_ctes(cand_sql)},
 s_roots AS MATERIALIZED (
     SELECT TraceId, r.ts AS ts, r.dur AS dur, r.service AS service, r.name AS name, r.span_name AS span_name,
            r.outcome AS outcome, r.error_type AS error_type, r.conversation_id AS conversation_id,

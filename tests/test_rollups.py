@@ -896,7 +896,7 @@ def test_a_statement_takes_one_snapshot_of_the_traces_it_computes(env, monkeypat
     assert r["n"] == 5 and r["in_scalar"] == r["in_body"]
     cand = "SELECT toString(rand64()) AS TraceId FROM numbers(5)"
     sql = (
-        f"WITH {summary._cand_ctes(cand).strip()}\nSELECT (SELECT groupArray(TraceId) FROM s_cand) AS in_scalar,"
+        f"WITH {summary.cand_ctes(cand).strip()}\nSELECT (SELECT groupArray(TraceId) FROM s_cand) AS in_scalar,"
         " groupArray(TraceId) AS in_body, any(s_bounds_v) AS bounds FROM s_cand"
     )
     r = store.query(sql, {"project": "p"})[0]
